@@ -1,0 +1,36 @@
+# qorch: two commands. `make run` serves the product locally; `make test` passes on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint fmt docs admin clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m tools.run
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+docs: $(STAMP)
+	$(PY) -m tools.gendocs
+
+# make admin ARGS="create-account --name Acme --entitled"
+admin: $(STAMP)
+	$(PY) -m tools.admin $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .qorch

@@ -1,0 +1,10 @@
+from shared.http import ApiRequest, Reply, endpoint
+from shared.models import PageQuery
+from shared.services import workflows
+
+
+@endpoint("list_workflow_events")
+def list_workflow_events(req: ApiRequest) -> Reply:
+    q: PageQuery = req.query
+    return Reply(workflows.list_events(req.store, req.caller, req.params["workflow_id"], limit=q.limit,
+                                       page_token=q.page_token))

@@ -1,0 +1,103 @@
+"""The one error hierarchy. Every refusal the product makes is a `ProblemError`; `shared.http` renders it as
+RFC 9457 `application/problem+json` with a stable `code`. Pure: no I/O."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ProblemError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+        self.headers = headers or {}
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"urn:qorch:problem:{self.code}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        if instance:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+
+class MalformedJson(ProblemError):
+    status, code, title = 400, "malformed_json", "The request body is not valid JSON"
+
+
+class Unauthenticated(ProblemError):
+    status, code, title = 401, "unauthenticated", "A valid API key is required"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="qorch"'}, **extra)
+
+
+class PaymentRequired(ProblemError):
+    status, code, title = 402, "payment_required", "The account has no active subscription"
+
+
+class Forbidden(ProblemError):
+    status, code, title = 403, "forbidden", "This key may not do that"
+
+
+class NotFound(ProblemError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class MethodNotAllowed(ProblemError):
+    status, code, title = 405, "method_not_allowed", "Method not allowed"
+
+    def __init__(self, allowed: list[str]) -> None:
+        super().__init__(
+            f"Use {', '.join(allowed)}.", headers={"Allow": ", ".join(allowed)}, allowed_methods=allowed
+        )
+
+
+class PayloadTooLarge(ProblemError):
+    status, code, title = 413, "payload_too_large", "The request body is too large"
+
+
+class ValidationFailed(ProblemError):
+    """422 with `errors`: one entry per bad field, `{"field": "a.b", "message": "..."}`."""
+
+    status, code, title = 422, "validation_error", "The request is not valid"
+
+    def __init__(self, errors: list[dict[str, str]], detail: str | None = None) -> None:
+        super().__init__(detail or "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors)
+
+
+class InvalidTransition(ProblemError):
+    status, code, title = 409, "invalid_transition", "That transition is not allowed from the current state"
+
+
+class RetryLimitExceeded(ProblemError):
+    status, code, title = 409, "retry_limit_exceeded", "The workflow has used all its retries"
+
+
+class VersionConflict(ProblemError):
+    status, code, title = 409, "version_conflict", "The workflow changed since you read it"
+
+
+class IdempotencyKeyReused(ProblemError):
+    status, code, title = 422, "idempotency_key_reused", "This Idempotency-Key was used with a different request"
+
+
+class Unavailable(ProblemError):
+    status, code, title = 503, "unavailable", "The store cannot be reached; try again"
+
+    def __init__(self, detail: str | None = None, retry_after: int = 2) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+class Internal(ProblemError):
+    """Only for the last-resort handler: a bug, logged with its traceback, never leaking details."""

@@ -1,0 +1,198 @@
+"""Pydantic models: the stored documents (domain entities) and the API's request and response bodies.
+
+The OpenAPI document is generated from these (see `shared.openapi`), so they are the one description of the API's
+shapes. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from shared.state_machine import Role, State
+
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,63}$")]
+LabelValue = Annotated[str, StringConstraints(max_length=256)]
+Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=20)]
+
+
+class RequestModel(BaseModel):
+    """Request bodies: unknown fields are refused and types are not coerced ("3" is not 3)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class EventType(StrEnum):
+    CREATED = "CREATED"
+    TRANSITIONED = "TRANSITIONED"
+    ROLLED_BACK = "ROLLED_BACK"
+
+
+# ---- stored documents -------------------------------------------------------------------------------------------
+
+
+class Workflow(BaseModel):
+    """A workflow as stored (accounts/{account_id}/workflows/{id})."""
+
+    id: str
+    account_id: str
+    title: str
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    state: State
+    role: Role | None
+    version: int
+    retry_count: int = 0
+    max_retries: int = 3
+    created_at: datetime
+    updated_at: datetime
+    created_by: str
+    final: bool = False
+
+    def to_document(self) -> dict:
+        doc = self.model_dump(mode="python")
+        # One array of "key:value" pairs lets `label=k:v` be a single array-contains query with a fixed index.
+        doc["label_pairs"] = [f"{k}:{v}" for k, v in sorted(self.labels.items())]
+        return doc
+
+
+class Event(BaseModel):
+    """One entry of a workflow's audit log (…/workflows/{id}/events/{seq:010d})."""
+
+    seq: int
+    type: EventType
+    from_state: State | None
+    to_state: State
+    actor: str
+    reason: str = ""
+    note: str = ""
+    at: datetime
+    retries_reset: bool = Field(default=False, description="ROLLED_BACK only: retry_count was set back to 0.")
+
+
+class Account(BaseModel):
+    id: str
+    name: str
+    plan: str = "dev"
+    entitled: bool = False
+    created_at: datetime
+
+
+class ApiKey(BaseModel):
+    """Stored under api_keys/{sha256 of the secret}; the secret itself is never stored."""
+
+    key_id: str
+    account_id: str
+    roles: list[Role]
+    name: str = ""
+    prefix: str
+    revoked: bool = False
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+# ---- requests ----------------------------------------------------------------------------------------------------
+
+
+class CreateWorkflowRequest(RequestModel):
+    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    description: Annotated[str, StringConstraints(max_length=20_000)] = ""
+    labels: Labels = Field(default_factory=dict)
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+
+
+class TransitionRequest(RequestModel):
+    to: State
+    expected_version: Annotated[int, Field(ge=1)] | None = None
+    reason: Annotated[str, StringConstraints(max_length=2_000)] = ""
+    note: Annotated[str, StringConstraints(max_length=20_000)] = ""
+
+
+class RollbackRequest(RequestModel):
+    to_version: Annotated[int, Field(ge=1)]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2_000)]
+    reset_retries: bool = False
+
+
+# ---- responses ---------------------------------------------------------------------------------------------------
+
+
+class AllowedTransition(BaseModel):
+    to: State
+    kind: str
+    counts_as_retry: bool
+
+
+class WorkflowView(BaseModel):
+    """A workflow as the API shows it to one caller."""
+
+    id: str
+    title: str
+    description: str
+    labels: dict[str, str]
+    state: State
+    role: Role | None
+    version: int
+    retry_count: int
+    max_retries: int
+    created_at: datetime
+    updated_at: datetime
+    created_by: str
+    final: bool
+    allowed_transitions: list[AllowedTransition]
+
+
+class WorkflowPage(BaseModel):
+    workflows: list[WorkflowView]
+    next_page_token: str | None
+
+
+class EventPage(BaseModel):
+    events: list[Event]
+    next_page_token: str | None
+
+
+class ChangeResult(BaseModel):
+    """What a transition or rollback returns: the workflow after it, and the one event it wrote."""
+
+    workflow: WorkflowView
+    event: Event
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; `code` is stable and is what clients branch on."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str | None = None
+    errors: list[dict[str, str]] | None = None
+    allowed_transitions: list[str] | None = None
+    allowed_methods: list[str] | None = None
+    model_config = ConfigDict(extra="allow")
+
+
+# ---- query strings -----------------------------------------------------------------------------------------------
+
+
+class QueryModel(BaseModel):
+    """Query strings arrive as text, so numbers are parsed ("20" → 20); unknown parameters are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PageQuery(QueryModel):
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    page_token: Annotated[str, StringConstraints(min_length=1, max_length=1000)] | None = None
+
+
+class ListWorkflowsQuery(PageQuery):
+    state: State | None = None
+    role: Role | None = None
+    label: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,63}:.{0,256}$")] | None = Field(
+        default=None, description="key:value; only workflows carrying that label")

@@ -1,0 +1,113 @@
+"""The OpenAPI 3.1 document, generated from the route table and the pydantic models (nothing restates them).
+`docs/openapi.json` is this output, committed; a test keeps the two equal."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from shared import state_machine
+from shared.models import Problem
+from shared.routes import ROUTES, Route
+
+_REF = "#/components/schemas/{model}"
+_ERRORS = {
+    400: "malformed_json: the body is not JSON",
+    401: "unauthenticated: missing, malformed, unknown or revoked API key",
+    402: "payment_required: the account has no active subscription",
+    403: "forbidden: this key's roles may not do that",
+    404: "not_found: no such resource in the caller's account",
+    405: "method_not_allowed",
+    409: "invalid_transition, retry_limit_exceeded or version_conflict",
+    413: "payload_too_large: bodies are limited to 256 KiB",
+    422: "validation_error (each bad field listed) or idempotency_key_reused",
+    503: "unavailable: the store cannot be reached; retry after Retry-After seconds",
+}
+
+
+def _error_codes(route: Route) -> list[int]:
+    codes = {405, *route.errors}
+    if route.authenticated:
+        codes |= {401, 503}
+    if route.params:
+        codes.add(404)
+    if route.query:
+        codes.add(422)
+    if route.body:
+        codes |= {400, 413, 422}
+    return sorted(codes)
+
+
+def _query_parameters(route: Route, schemas: dict[str, Any]) -> list[dict[str, Any]]:
+    if route.query is None:
+        return []
+    schema = route.query.model_json_schema(ref_template=_REF)
+    required = set(schema.get("required", []))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": prop,
+         **({"description": prop["description"]} if "description" in prop else {})}
+        for name, prop in schema["properties"].items()
+    ]
+
+
+def _operation(route: Route, refs: dict[tuple[type, str], Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    problem = {"application/problem+json": {"schema": refs[(Problem, "serialization")]}}
+    success_schema = refs[(route.response, "serialization")] if route.response else {"type": "object"}
+    responses: dict[str, Any] = {
+        str(route.status): {"description": "OK" if route.status == 200 else "Created",
+                            "content": {"application/json": {"schema": success_schema}}},
+    }
+    for code in _error_codes(route):
+        responses[str(code)] = {"description": _ERRORS[code], "content": problem}
+    parameters = [
+        {"name": p, "in": "path", "required": True,
+         "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}}
+        for p in route.params
+    ] + _query_parameters(route, schemas)
+    if route.body is not None:
+        parameters.append({"name": "Idempotency-Key", "in": "header", "required": False,
+                           "description": "Repeat a POST safely for 24 h: same key and body → the first response.",
+                           "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+                                      "pattern": "^[\\x20-\\x7E]+$"}})
+    op: dict[str, Any] = {"operationId": route.function, "summary": route.summary, "responses": responses}
+    if parameters:
+        op["parameters"] = parameters
+    if route.body is not None:
+        op["requestBody"] = {"required": True,
+                             "content": {"application/json": {"schema": refs[(route.body, "validation")]}}}
+    op["security"] = [{"apiKey": []}] if route.authenticated else []
+    return op
+
+
+@cache
+def document() -> dict[str, Any]:
+    pairs = {(Problem, "serialization")}
+    for route in ROUTES:
+        if route.body:
+            pairs.add((route.body, "validation"))
+        if route.response:
+            pairs.add((route.response, "serialization"))
+    refs, defs = models_json_schema(sorted(pairs, key=lambda p: (p[0].__name__, p[1])), ref_template=_REF)
+    schemas = defs.get("$defs", {})
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs, schemas)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "qorch API",
+            "version": "1.0.0",
+            "description": "Q Assistant Orchestration: AI software-build workflows through "
+                           f"{len(state_machine.STATES)} states. Errors are application/problem+json with a "
+                           "stable `code`.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
+                                           "description": "qo_<env>_<secret>; see the README's admin command"}},
+        },
+    }

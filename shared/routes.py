@@ -1,0 +1,66 @@
+"""The public `/v1` paths, the function that serves each, and the models of its request and response. The local
+router, `main.py`, the HTTP edge, the OpenAPI document and the deployment checks all read this table."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from pydantic import BaseModel
+
+from shared import models as m
+
+# Ids the product hands out are [A-Za-z0-9_-]; anything else cannot name a document, so it is simply not found.
+_PARAM = r"(?P<{name}>[A-Za-z0-9_-]{{1,128}})"
+
+
+@dataclass(frozen=True)
+class Route:
+    function: str
+    method: str
+    path: str
+    summary: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    authenticated: bool = True
+    errors: tuple[int, ...] = field(default=())
+
+    @cached_property
+    def pattern(self) -> re.Pattern[str]:
+        regex = re.sub(r"\\\{(\w+)\\\}", lambda mt: _PARAM.format(name=mt.group(1)), re.escape(self.path))
+        # One optional leading segment: behind a gateway a function may see its own name before /v1.
+        return re.compile(r"^(?:/[A-Za-z0-9_-]+)?" + regex + r"/?$")
+
+    def match(self, path: str) -> dict[str, str] | None:
+        found = self.pattern.match(path)
+        return found.groupdict() if found else None
+
+    @property
+    def params(self) -> list[str]:
+        return re.findall(r"\{(\w+)\}", self.path)
+
+
+_WF = "/v1/workflows/{workflow_id}"
+
+ROUTES: tuple[Route, ...] = (
+    Route("create_workflow", "POST", "/v1/workflows", "Create a workflow (it starts in DISCOVERY)",
+          body=m.CreateWorkflowRequest, response=m.WorkflowView, status=201, errors=(402, 403)),
+    Route("list_workflows", "GET", "/v1/workflows", "List the account's workflows, most recently changed first",
+          query=m.ListWorkflowsQuery, response=m.WorkflowPage),
+    Route("get_workflow", "GET", _WF, "Get one workflow", response=m.WorkflowView, errors=(404,)),
+    Route("transition_workflow", "POST", _WF + "/transitions", "Move a workflow to another state",
+          body=m.TransitionRequest, response=m.ChangeResult, errors=(403, 404, 409)),
+    Route("rollback_workflow", "POST", _WF + "/rollback",
+          "Return a workflow to the state it had after an earlier version (owner only)",
+          body=m.RollbackRequest, response=m.ChangeResult, errors=(403, 404, 409)),
+    Route("list_workflow_events", "GET", _WF + "/events", "The workflow's audit log, oldest first",
+          query=m.PageQuery, response=m.EventPage, errors=(404,)),
+    Route("describe_state_machine", "GET", "/v1/state-machine", "The state machine table and its Mermaid diagram",
+          authenticated=False),
+    Route("get_openapi", "GET", "/v1/openapi.json", "This API's OpenAPI 3.1 document", authenticated=False),
+)
+
+BY_FUNCTION: dict[str, Route] = {r.function: r for r in ROUTES}

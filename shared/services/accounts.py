@@ -1,0 +1,86 @@
+"""Account and API key administration (the admin command's use cases)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from shared.auth import hash_key, new_key
+from shared.errors import NotFound
+from shared.models import Account, ApiKey
+from shared.state_machine import AGENT_ROLES, Role
+from shared.store import Store, Writes
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_account(store: Store, name: str, *, plan: str = "dev", entitled: bool = False,
+                   account_id: str | None = None) -> Account:
+    account = Account(id=account_id or "acct_" + secrets.token_hex(8), name=name, plan=plan, entitled=entitled,
+                      created_at=_now())
+    writes = Writes()
+    writes.create(store.account(account.id), account.model_dump(mode="python"))
+    store.commit(writes)
+    return account
+
+
+def get_account(store: Store, account_id: str) -> Account:
+    snap = store.get(store.account(account_id))
+    if not snap.exists:
+        raise NotFound(f"No account {account_id}.")
+    return Account.model_validate(snap.to_dict())
+
+
+def set_account(store: Store, account_id: str, *, plan: str | None = None, entitled: bool | None = None) -> Account:
+    snap = store.get(store.account(account_id))
+    if not snap.exists:
+        raise NotFound(f"No account {account_id}.")
+    changes = {k: v for k, v in {"plan": plan, "entitled": entitled}.items() if v is not None}
+    writes = Writes()
+    writes.update(store.account(account_id), changes, if_updated_at=snap.update_time)
+    store.commit(writes)
+    return get_account(store, account_id)
+
+
+def validate_roles(roles: list[str]) -> list[Role]:
+    parsed = [Role(r.strip().upper()) for r in roles if r.strip()]
+    allowed = AGENT_ROLES | {Role.OWNER}
+    bad = [r for r in parsed if r not in allowed]
+    if not parsed or bad:
+        raise ValueError(f"roles must be OWNER or agent roles {sorted(AGENT_ROLES)}; got {roles}")
+    return parsed
+
+
+def create_key(store: Store, account_id: str, roles: list[Role], *, name: str = "", env: str = "dev",
+               secret: str | None = None) -> tuple[str, ApiKey]:
+    """Make a key (or register `secret` as one) and return the secret, shown this once, with its record."""
+    get_account(store, account_id)
+    secret = secret or new_key(env)
+    record = ApiKey(key_id="key_" + secrets.token_hex(8), account_id=account_id, roles=roles, name=name,
+                    prefix=secret[:12], created_at=_now())
+    writes = Writes()
+    writes.create(store.api_key(hash_key(secret)), record.model_dump(mode="python"))
+    store.commit(writes)
+    return secret, record
+
+
+def find_key(store: Store, secret: str) -> ApiKey | None:
+    snap = store.get(store.api_key(hash_key(secret)))
+    return ApiKey.model_validate(snap.to_dict()) if snap.exists else None
+
+
+def list_keys(store: Store, account_id: str) -> list[ApiKey]:
+    snaps = store.query(store.api_keys(), filters=[("account_id", "==", account_id)])
+    return sorted((ApiKey.model_validate(s.to_dict()) for s in snaps), key=lambda k: k.created_at)
+
+
+def revoke_key(store: Store, key_id: str) -> ApiKey:
+    snaps = store.query(store.api_keys(), filters=[("key_id", "==", key_id)], limit=1)
+    if not snaps:
+        raise NotFound(f"No key {key_id}.")
+    writes = Writes()
+    writes.update(snaps[0].reference, {"revoked": True, "revoked_at": _now()}, if_updated_at=snaps[0].update_time)
+    store.commit(writes)
+    return ApiKey.model_validate(store.get(snaps[0].reference).to_dict())

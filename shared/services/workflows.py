@@ -1,0 +1,234 @@
+"""Workflow use cases. Each loads what it needs in one batched read, asks the domain (`shared.workflow`) what to
+do, and writes the result in one atomic commit guarded by preconditions (no read-write transactions: they back
+off for a second or more under contention, and agents racing on one workflow is normal here)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from shared import idempotency
+from shared import workflow as domain
+from shared.auth import Principal
+from shared.errors import Forbidden, NotFound, PaymentRequired, ValidationFailed, VersionConflict
+from shared.idempotency import IdempotencyRequest, Outcome
+from shared.models import (
+    ChangeResult,
+    CreateWorkflowRequest,
+    Event,
+    EventPage,
+    RollbackRequest,
+    TransitionRequest,
+    Workflow,
+    WorkflowPage,
+)
+from shared.state_machine import Role, State
+from shared.store import Snapshot, Store, WriteConflict, Writes
+
+# A lost race re-reads and re-validates; bounded so a hot workflow answers 409 rather than spinning.
+MAX_ATTEMPTS = 10
+_CHANGED_FIELDS = ("state", "role", "version", "retry_count", "updated_at", "final")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _event_doc(event: Event) -> dict:
+    return event.model_dump(mode="python")
+
+
+def _load_workflow(snapshot: Snapshot | None) -> Workflow:
+    if snapshot is None or not snapshot.exists:
+        raise NotFound("No workflow with that id.")
+    return Workflow.model_validate(snapshot.to_dict())
+
+
+# ---- create ------------------------------------------------------------------------------------------------------
+
+
+def create_workflow(
+    store: Store, principal: Principal, request: CreateWorkflowRequest, idem: IdempotencyRequest | None
+) -> Outcome:
+    if not principal.is_owner:
+        raise Forbidden("Only an OWNER key may create workflows.")
+    account_ref = store.account(principal.account_id)
+    idem_ref = store.idempotency(principal.account_id, idem.key_hash) if idem else None
+    for _ in range(MAX_ATTEMPTS):
+        at = now()
+        snaps = store.get_many([account_ref] + ([idem_ref] if idem_ref else []))
+        if idem and (replayed := idempotency.replay(snaps.get(idem_ref.path), idem, at)):
+            return replayed
+        account = snaps[account_ref.path]
+        if not account.exists or not account.get("entitled"):
+            raise PaymentRequired("This account has no active subscription; subscribe to create workflows.",
+                                  checkout="POST /v1/billing/checkout-session")
+        workflow, event = domain.create(request, account_id=principal.account_id, actor=principal.key_id, now=at)
+        outcome = Outcome(body=domain.view(workflow, principal.roles).model_dump(mode="json"))
+        writes = Writes()
+        writes.create(store.workflow(principal.account_id, workflow.id), workflow.to_document())
+        writes.create(store.event(principal.account_id, workflow.id, 1), _event_doc(event))
+        if idem:
+            writes.replace(idem_ref, idempotency.record(idem, outcome, at), snaps[idem_ref.path])
+        try:
+            store.commit(writes)
+            return outcome
+        except WriteConflict:
+            continue  # only a same-key race can conflict here: the re-read replays it
+    raise VersionConflict("Too many concurrent requests with this Idempotency-Key; retry.")
+
+
+# ---- read --------------------------------------------------------------------------------------------------------
+
+
+def get_workflow(store: Store, principal: Principal, workflow_id: str) -> dict:
+    workflow = _load_workflow(store.get(store.workflow(principal.account_id, workflow_id)))
+    return domain.view(workflow, principal.roles).model_dump(mode="json")
+
+
+def _encode_token(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str, scope: str) -> dict:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(data, dict) or data.get("s") != scope:
+            raise ValueError
+        return data
+    except ValueError as exc:
+        raise ValidationFailed([{"field": "query:page_token",
+                                 "message": "not a token this listing gave out (or filters changed)"}]) from exc
+
+
+def list_workflows(
+    store: Store, principal: Principal, *, state: State | None, role: Role | None, label: str | None,
+    limit: int, page_token: str | None,
+) -> dict:
+    filters: list[tuple[str, str, object]] = []
+    if state:
+        filters.append(("state", "==", state.value))
+    if role:
+        filters.append(("role", "==", role.value))
+    if label:
+        filters.append(("label_pairs", "array_contains", label))
+    scope = json.dumps([state, role, label])
+    start_after = None
+    if page_token:
+        cursor = _decode_token(page_token, scope)
+        try:
+            start_after = {"updated_at": datetime.fromisoformat(cursor["u"]),
+                           "__name__": store.workflow(principal.account_id, str(cursor["id"]))}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationFailed([{"field": "query:page_token", "message": "malformed token"}]) from exc
+    snaps = store.query(
+        store.workflows(principal.account_id),
+        filters=filters,
+        order=[("updated_at", "DESCENDING"), ("__name__", "DESCENDING")],
+        limit=limit + 1,
+        start_after=start_after,
+    )
+    workflows = [Workflow.model_validate(s.to_dict()) for s in snaps[:limit]]
+    token = None
+    if len(snaps) > limit:
+        last = workflows[-1]
+        token = _encode_token({"s": scope, "u": last.updated_at.isoformat(), "id": last.id})
+    page = WorkflowPage(workflows=[domain.view(w, principal.roles) for w in workflows], next_page_token=token)
+    return page.model_dump(mode="json")
+
+
+def list_events(
+    store: Store, principal: Principal, workflow_id: str, *, limit: int, page_token: str | None
+) -> dict:
+    scope = f"events:{workflow_id}"
+    after = 0
+    if page_token:
+        after = _decode_token(page_token, scope).get("seq")
+        if not isinstance(after, int) or after < 0:
+            raise ValidationFailed([{"field": "query:page_token", "message": "malformed token"}])
+    snaps = store.query(store.events(principal.account_id, workflow_id), order=[("seq", "ASCENDING")],
+                        limit=limit + 1, start_after={"seq": after} if after else None)
+    if not snaps and not after:
+        # Every workflow has event 1, so no events means no such workflow (in this account).
+        raise NotFound("No workflow with that id.")
+    events = [Event.model_validate(s.to_dict()) for s in snaps[:limit]]
+    token = _encode_token({"s": scope, "seq": events[-1].seq}) if len(snaps) > limit else None
+    return EventPage(events=events, next_page_token=token).model_dump(mode="json")
+
+
+# ---- change ------------------------------------------------------------------------------------------------------
+
+Decide = Callable[[Workflow, dict[str, Snapshot], datetime], tuple[Workflow, Event]]
+
+
+def _change(
+    store: Store,
+    principal: Principal,
+    workflow_id: str,
+    idem: IdempotencyRequest | None,
+    decide: Decide,
+    *,
+    expected_version: int | None = None,
+    extra_refs: tuple = (),
+) -> Outcome:
+    """Read (one batched RPC), decide, commit (one RPC) with the workflow's update time as precondition.
+
+    On a lost race: with `expected_version` the caller hears 409 at once; without, re-read and re-validate.
+    """
+    wf_ref = store.workflow(principal.account_id, workflow_id)
+    idem_ref = store.idempotency(principal.account_id, idem.key_hash) if idem else None
+    refs = [wf_ref, *([idem_ref] if idem_ref else []), *extra_refs]
+    for _ in range(MAX_ATTEMPTS):
+        at = now()
+        snaps = store.get_many(refs)
+        if idem and (replayed := idempotency.replay(snaps.get(idem_ref.path), idem, at)):
+            return replayed
+        wf_snap = snaps.get(wf_ref.path)
+        workflow = _load_workflow(wf_snap)
+        if expected_version is not None and workflow.version != expected_version:
+            raise VersionConflict(f"The workflow is at version {workflow.version}, not {expected_version}.",
+                                  current_version=workflow.version)
+        moved, event = decide(workflow, snaps, at)
+        result = ChangeResult(workflow=domain.view(moved, principal.roles), event=event)
+        outcome = Outcome(body=result.model_dump(mode="json"))
+        writes = Writes()
+        writes.update(wf_ref, {f: getattr(moved, f) for f in _CHANGED_FIELDS}, if_updated_at=wf_snap.update_time)
+        writes.create(store.event(principal.account_id, workflow_id, event.seq), _event_doc(event))
+        if idem:
+            writes.replace(idem_ref, idempotency.record(idem, outcome, at), snaps[idem_ref.path])
+        try:
+            store.commit(writes)
+            return outcome
+        except WriteConflict:
+            continue
+    raise VersionConflict("The workflow is changing too fast; read it again and retry.")
+
+
+def transition_workflow(
+    store: Store, principal: Principal, workflow_id: str, request: TransitionRequest,
+    idem: IdempotencyRequest | None,
+) -> Outcome:
+    def decide(workflow: Workflow, _: dict[str, Snapshot], at: datetime) -> tuple[Workflow, Event]:
+        return domain.transition(workflow, request.to, roles=principal.roles, actor=principal.key_id,
+                                 reason=request.reason, note=request.note, now=at)
+
+    return _change(store, principal, workflow_id, idem, decide, expected_version=request.expected_version)
+
+
+def rollback_workflow(
+    store: Store, principal: Principal, workflow_id: str, request: RollbackRequest,
+    idem: IdempotencyRequest | None,
+) -> Outcome:
+    if not principal.is_owner:
+        raise Forbidden("Only an OWNER key may roll a workflow back.")
+    target_ref = store.event(principal.account_id, workflow_id, request.to_version)
+
+    def decide(workflow: Workflow, snaps: dict[str, Snapshot], at: datetime) -> tuple[Workflow, Event]:
+        target = snaps.get(target_ref.path)
+        event = Event.model_validate(target.to_dict()) if target is not None and target.exists else None
+        return domain.rollback(workflow, event, to_version=request.to_version, reset_retries=request.reset_retries,
+                               actor=principal.key_id, reason=request.reason, now=at)
+
+    return _change(store, principal, workflow_id, idem, decide, extra_refs=(target_ref,))

@@ -1,0 +1,198 @@
+"""The one Firestore adapter. Everything the product reads or writes goes through `Store`, which
+
+- names every document path (tenancy is structural: a workflow lives under its account),
+- counts RPCs (tests assert on the count, never on the clock) and records each query's shape (for index checks),
+- turns store failures into `Unavailable` (503) and lost precondition races into `WriteConflict`.
+
+The Firestore client is created once per instance, on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry, if_transient_error
+from google.cloud import firestore
+
+from shared.config import config
+from shared.errors import Unavailable
+
+DocRef = firestore.DocumentReference
+Snapshot = firestore.DocumentSnapshot
+
+
+class WriteConflict(Exception):
+    """A commit lost a race: a precondition failed or a document to create already exists. Nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryShape:
+    """What a query needs from the indexes: its collection, equality/array filters, range filters and order."""
+
+    collection: str
+    collection_group: bool
+    filters: tuple[tuple[str, str], ...]
+    order: tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Writes:
+    """The writes of one atomic commit, built up by the service layer and committed by `Store.commit`."""
+
+    ops: list[tuple[str, DocRef, dict[str, Any] | None, datetime | None]] = field(default_factory=list)
+
+    def create(self, ref: DocRef, data: dict[str, Any]) -> None:
+        self.ops.append(("create", ref, data, None))
+
+    def update(self, ref: DocRef, data: dict[str, Any], *, if_updated_at: datetime) -> None:
+        self.ops.append(("update", ref, data, if_updated_at))
+
+    def set(self, ref: DocRef, data: dict[str, Any]) -> None:
+        self.ops.append(("set", ref, data, None))
+
+    def delete(self, ref: DocRef, *, if_updated_at: datetime | None = None) -> None:
+        self.ops.append(("delete", ref, None, if_updated_at))
+
+    def replace(self, ref: DocRef, data: dict[str, Any], seen: Snapshot) -> None:
+        """Write `data` at `ref` only if it is still as `seen` (absent: create; present: same update time)."""
+        if seen.exists:
+            self.update(ref, data, if_updated_at=seen.update_time)
+        else:
+            self.create(ref, data)
+
+
+_CONFLICTS = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Aborted, gexc.Conflict)
+_UNREACHABLE = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError, gexc.InternalServerError,
+                gexc.Unknown, gexc.TooManyRequests, gexc.ResourceExhausted, gexc.GatewayTimeout)
+
+
+class Store:
+    def __init__(self, client: firestore.Client, timeout_seconds: float | None = None) -> None:
+        self.client = client
+        self.timeout = timeout_seconds if timeout_seconds is not None else config().store_timeout_seconds
+        # Reads are retried on transient errors within the timeout; commits are not (a retried commit whose
+        # first try landed would fail its precondition and be misreported). Clients retry with Idempotency-Key.
+        self._read_retry = Retry(initial=0.05, maximum=1.0, multiplier=2.0, predicate=if_transient_error,
+                                 timeout=self.timeout)
+        self.rpcs: Counter[str] = Counter()
+        self.queries: list[QueryShape] = []
+        self._lock = threading.Lock()
+
+    # ---- paths ----------------------------------------------------------------------------------------------
+
+    def account(self, account_id: str) -> DocRef:
+        return self.client.collection("accounts").document(account_id)
+
+    def api_keys(self) -> firestore.CollectionReference:
+        return self.client.collection("api_keys")
+
+    def api_key(self, key_hash: str) -> DocRef:
+        return self.api_keys().document(key_hash)
+
+    def workflows(self, account_id: str) -> firestore.CollectionReference:
+        return self.account(account_id).collection("workflows")
+
+    def workflow(self, account_id: str, workflow_id: str) -> DocRef:
+        return self.workflows(account_id).document(workflow_id)
+
+    def events(self, account_id: str, workflow_id: str) -> firestore.CollectionReference:
+        return self.workflow(account_id, workflow_id).collection("events")
+
+    def event(self, account_id: str, workflow_id: str, seq: int) -> DocRef:
+        # Zero-padded so that document ids sort like seq.
+        return self.events(account_id, workflow_id).document(f"{seq:010d}")
+
+    def idempotency(self, account_id: str, key_hash: str) -> DocRef:
+        return self.account(account_id).collection("idempotency").document(key_hash)
+
+    # ---- RPCs -----------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _rpc(self, name: str) -> Iterator[None]:
+        with self._lock:
+            self.rpcs[name] += 1
+        try:
+            yield
+        except _CONFLICTS as exc:
+            raise WriteConflict(str(exc)) from exc
+        except _UNREACHABLE as exc:
+            raise Unavailable("The document store did not answer in time; retry shortly.") from exc
+
+    def get(self, ref: DocRef) -> Snapshot:
+        with self._rpc("get"):
+            return ref.get(retry=self._read_retry, timeout=self.timeout)
+
+    def get_many(self, refs: list[DocRef]) -> dict[str, Snapshot]:
+        """One batched read (BatchGetDocuments). Returns snapshots by document path, missing ones included."""
+        with self._rpc("batch_get"):
+            snaps = list(self.client.get_all(refs, retry=self._read_retry, timeout=self.timeout))
+        return {snap.reference.path: snap for snap in snaps}
+
+    def commit(self, writes: Writes) -> None:
+        """One atomic commit of all `writes`: all land or none does."""
+        batch = self.client.batch()
+        for op, ref, data, if_updated_at in writes.ops:
+            option = self.client.write_option(last_update_time=if_updated_at) if if_updated_at else None
+            if op == "create":
+                batch.create(ref, data)
+            elif op == "update":
+                batch.update(ref, data, option=option)
+            elif op == "set":
+                batch.set(ref, data)
+            else:
+                batch.delete(ref, option=option)
+        with self._rpc("commit"):
+            batch.commit(retry=None, timeout=self.timeout)
+
+    def query(
+        self,
+        parent: firestore.CollectionReference | str,
+        *,
+        filters: list[tuple[str, str, Any]] = (),  # type: ignore[assignment]
+        order: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        limit: int | None = None,
+        start_after: dict[str, Any] | None = None,
+    ) -> list[Snapshot]:
+        """One query (one RPC). `parent` is a collection, or a collection id for a collection-group query."""
+        group = isinstance(parent, str)
+        q = self.client.collection_group(parent) if group else parent
+        for field_path, op, value in filters:
+            q = q.where(filter=firestore.FieldFilter(field_path, op, value))
+        for field_path, direction in order:
+            q = q.order_by(field_path, direction=direction)
+        if start_after:
+            q = q.start_after(start_after)
+        if limit:
+            q = q.limit(limit)
+        shape = QueryShape(parent if group else parent.id, group, tuple((f, o) for f, o, _ in filters), tuple(order))
+        with self._lock:
+            self.queries.append(shape)
+        with self._rpc("query"):
+            return list(q.stream(retry=self._read_retry, timeout=self.timeout))
+
+
+_store: Store | None = None
+_store_lock = threading.Lock()
+
+
+def get_store() -> Store:
+    """The instance's store, created on first use (cold start pays nothing until a request needs it)."""
+    global _store
+    if _store is None:
+        with _store_lock:
+            if _store is None:
+                _store = Store(firestore.Client(project=config().project))
+    return _store
+
+
+def use_store(store: Store | None) -> None:
+    """Point this process at another store (tests, tools). None: back to the configured one."""
+    global _store
+    _store = store

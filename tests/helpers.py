@@ -1,0 +1,137 @@
+"""What the tests share: an HTTP client with keys, tenants, and the event-log invariants."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared import workflow as domain
+from shared.models import Event, Workflow
+from shared.services import accounts
+from shared.state_machine import AGENT_ROLES, Role
+from shared.store import Store
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+    @property
+    def code(self) -> str | None:
+        return self.body.get("code") if isinstance(self.body, dict) else None
+
+
+@dataclass
+class Tenant:
+    account_id: str
+    owner: str
+    agents: dict[Role, str] = field(default_factory=dict)
+
+    def key_for(self, role: Role | None) -> str:
+        return self.owner if role in (None, Role.CUSTOMER, Role.OWNER) else self.agents[role]
+
+
+class Api:
+    def __init__(self, client: Any, store: Store) -> None:
+        self.client = client
+        self.store = store
+
+    def tenant(self, name: str, *, entitled: bool = True, plan: str = "dev") -> Tenant:
+        account = accounts.create_account(self.store, name, plan=plan, entitled=entitled)
+        owner, _ = accounts.create_key(self.store, account.id, [Role.OWNER], name="owner")
+        agents = {role: accounts.create_key(self.store, account.id, [role], name=role.value)[0]
+                  for role in AGENT_ROLES}
+        return Tenant(account.id, owner, agents)
+
+    def request(self, method: str, path: str, *, key: str | None = None, body: Any = None,
+                data: bytes | str | None = None, headers: dict[str, str] | None = None,
+                query: dict[str, Any] | None = None) -> Response:
+        hdrs = dict(headers or {})
+        if key:
+            hdrs["Authorization"] = f"Bearer {key}"
+        if body is not None:
+            data = json.dumps(body)
+            hdrs.setdefault("Content-Type", "application/json")
+        r = self.client.open(path, method=method, data=data, headers=hdrs, query_string=query)
+        text = r.get_data(as_text=True)
+        parsed = json.loads(text) if text and r.mimetype in ("application/json", "application/problem+json") \
+            else text
+        if r.status_code >= 400:
+            assert r.mimetype == "application/problem+json", (r.status_code, text)
+            assert parsed["status"] == r.status_code and parsed["code"], parsed
+        return Response(r.status_code, dict(r.headers), parsed)
+
+    def get(self, path: str, key: str | None = None, **kw: Any) -> Response:
+        return self.request("GET", path, key=key, **kw)
+
+    def post(self, path: str, body: Any = None, key: str | None = None, **kw: Any) -> Response:
+        return self.request("POST", path, key=key, body=body, **kw)
+
+    # ---- workflow shortcuts -------------------------------------------------------------------------------
+
+    def create(self, tenant: Tenant, **fields: Any) -> dict:
+        r = self.post("/v1/workflows", {"title": "Build a shop", **fields}, tenant.owner)
+        assert r.status == 201, r.body
+        return r.body
+
+    def move(self, tenant: Tenant, workflow: dict | str, to: str, *, key: str | None = None,
+             expect: int = 200, **fields: Any) -> Response:
+        wid = workflow if isinstance(workflow, str) else workflow["id"]
+        if key is None:
+            current = self.get(f"/v1/workflows/{wid}", tenant.owner).body
+            key = tenant.key_for(Role(current["role"]) if current["role"] else None)
+        r = self.post(f"/v1/workflows/{wid}/transitions", {"to": to, **fields}, key)
+        assert r.status == expect, r.body
+        return r
+
+
+def stored_workflow(store: Store, account_id: str, workflow_id: str) -> Workflow:
+    return Workflow.model_validate(store.get(store.workflow(account_id, workflow_id)).to_dict())
+
+
+def stored_events(store: Store, account_id: str, workflow_id: str) -> list[Event]:
+    snaps = store.events(account_id, workflow_id).order_by("seq").stream()
+    return [Event.model_validate(s.to_dict()) for s in snaps]
+
+
+def assert_event_log(store: Store, account_id: str, workflow_id: str) -> Workflow:
+    """The three invariants: events == version, seq is 1..version without gaps, replay reproduces the workflow."""
+    workflow = stored_workflow(store, account_id, workflow_id)
+    events = stored_events(store, account_id, workflow_id)
+    assert len(events) == workflow.version
+    assert [e.seq for e in events] == list(range(1, workflow.version + 1))
+    assert domain.replay(events) == (workflow.state, workflow.role, workflow.retry_count)
+    return workflow
+
+
+def count_documents(store: Store) -> int:
+    """Every document in the test's project, all collections deep: the 'nothing was written' check."""
+    def walk(collections: Any) -> int:
+        total = 0
+        for col in collections:
+            for doc in col.list_documents():
+                snap = doc.get()
+                total += 1 if snap.exists else 0
+                total += walk(doc.collections())
+        return total
+
+    return walk(store.client.collections())
+
+
+def snapshot_all(store: Store) -> dict[str, dict]:
+    """Path → data of every document in the project."""
+    out: dict[str, dict] = {}
+
+    def walk(collections: Any) -> None:
+        for col in collections:
+            for doc in col.list_documents():
+                snap = doc.get()
+                if snap.exists:
+                    out[doc.path] = snap.to_dict()
+                walk(doc.collections())
+
+    walk(store.client.collections())
+    return out

@@ -1,0 +1,31 @@
+"""The local router: one functions-framework target that serves every HTTP function under its /v1 path, the way
+the API gateway does in production. Used by `make run` and the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import flask
+import functions_framework
+
+import main
+from shared.errors import MethodNotAllowed, NotFound
+from shared.http import problem_response
+from shared.routes import ROUTES
+
+
+@functions_framework.http
+def router(request: flask.Request) -> Any:
+    # Only bare /v1 paths here: the optional leading segment a function tolerates is the gateway's business.
+    matching = [r for r in ROUTES if request.path.startswith("/v1/") and r.match(request.path) is not None]
+    if not matching:
+        return problem_response(NotFound("No such resource."), request.path)
+    for route in matching:
+        if route.method == request.method:
+            return getattr(main, route.function)(request)
+    return problem_response(MethodNotAllowed(sorted({r.method for r in matching})), request.path)
+
+
+def create_app() -> flask.Flask:
+    return functions_framework.create_app(target="router", source=str(Path(__file__)), signature_type="http")
