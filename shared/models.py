@@ -79,6 +79,9 @@ class Account(BaseModel):
     plan: str = "dev"
     entitled: bool = False
     created_at: datetime
+    # Workflows in an active state (not COMPLETED, CANCELLED or FAILED): kept in the same commits that change it,
+    # so a plan quota can be enforced with one read of this document.
+    active_workflows: int = 0
 
 
 class ApiKey(BaseModel):

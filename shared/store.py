@@ -25,6 +25,7 @@ from shared.config import config
 from shared.errors import Unavailable
 
 DocRef = firestore.DocumentReference
+Increment = firestore.Increment
 Snapshot = firestore.DocumentSnapshot
 
 
@@ -51,7 +52,9 @@ class Writes:
     def create(self, ref: DocRef, data: dict[str, Any]) -> None:
         self.ops.append(("create", ref, data, None))
 
-    def update(self, ref: DocRef, data: dict[str, Any], *, if_updated_at: datetime) -> None:
+    def update(self, ref: DocRef, data: dict[str, Any], *, if_updated_at: datetime | None) -> None:
+        """Update fields of an existing document; with `if_updated_at`, only if it is unchanged since then.
+        (None is for commutative writes such as `firestore.Increment`, which need no precondition.)"""
         self.ops.append(("update", ref, data, if_updated_at))
 
     def set(self, ref: DocRef, data: dict[str, Any]) -> None:

@@ -24,8 +24,8 @@ from shared.models import (
     Workflow,
     WorkflowPage,
 )
-from shared.state_machine import Role, State
-from shared.store import Snapshot, Store, WriteConflict, Writes
+from shared.state_machine import Role, State, is_active
+from shared.store import Increment, Snapshot, Store, WriteConflict, Writes
 
 # A lost race re-reads and re-validates; bounded so a hot workflow answers 409 rather than spinning.
 MAX_ATTEMPTS = 10
@@ -68,6 +68,9 @@ def create_workflow(
         workflow, event = domain.create(request, account_id=principal.account_id, actor=principal.key_id, now=at)
         outcome = Outcome(body=domain.view(workflow, principal.roles).model_dump(mode="json"))
         writes = Writes()
+        # The account's update time guards the count, so concurrent creates are serialised (quota-safe).
+        writes.update(account_ref, {"active_workflows": (account.get("active_workflows") or 0) + 1},
+                      if_updated_at=account.update_time)
         writes.create(store.workflow(principal.account_id, workflow.id), workflow.to_document())
         writes.create(store.event(principal.account_id, workflow.id, 1), _event_doc(event))
         if idem:
@@ -196,6 +199,9 @@ def _change(
         writes = Writes()
         writes.update(wf_ref, {f: getattr(moved, f) for f in _CHANGED_FIELDS}, if_updated_at=wf_snap.update_time)
         writes.create(store.event(principal.account_id, workflow_id, event.seq), _event_doc(event))
+        if (delta := int(is_active(moved.state)) - int(is_active(workflow.state))) != 0:
+            writes.update(store.account(principal.account_id), {"active_workflows": Increment(delta)},
+                          if_updated_at=None)
         if idem:
             writes.replace(idem_ref, idempotency.record(idem, outcome, at), snaps[idem_ref.path])
         try:
