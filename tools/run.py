@@ -8,6 +8,7 @@ and serves every HTTP function under its /v1 path on http://127.0.0.1:${PORT:-80
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -38,7 +39,13 @@ def bootstrap_dev_account() -> str:
     return secret
 
 
+def _stop_on_signal(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM/SIGHUP clean up exactly like Ctrl-C: the emulator must not outlive us
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGHUP, _stop_on_signal)
     port = int(os.environ.get("PORT", "8080"))
     emulator = None
     if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
