@@ -85,6 +85,9 @@ class Store:
         self._read_retry = Retry(initial=0.05, maximum=1.0, multiplier=2.0, predicate=if_transient_error,
                                  timeout=self.timeout)
         self.rpcs: Counter[str] = Counter()
+        # Documents read and written, as Firestore bills them (a query that returns nothing still costs one read):
+        # the cleanup benchmark and budgets count these.
+        self.documents: Counter[str] = Counter()
         self.queries: list[QueryShape] = []
         self._lock = threading.Lock()
 
@@ -117,6 +120,10 @@ class Store:
 
     # ---- RPCs -----------------------------------------------------------------------------------------------
 
+    def _count(self, kind: str, n: int) -> None:
+        with self._lock:
+            self.documents[kind] += n
+
     @contextmanager
     def _rpc(self, name: str) -> Iterator[None]:
         with self._lock:
@@ -130,12 +137,15 @@ class Store:
 
     def get(self, ref: DocRef) -> Snapshot:
         with self._rpc("get"):
-            return ref.get(retry=self._read_retry, timeout=self.timeout)
+            snap = ref.get(retry=self._read_retry, timeout=self.timeout)
+        self._count("read", 1)
+        return snap
 
     def get_many(self, refs: list[DocRef]) -> dict[str, Snapshot]:
         """One batched read (BatchGetDocuments). Returns snapshots by document path, missing ones included."""
         with self._rpc("batch_get"):
             snaps = list(self.client.get_all(refs, retry=self._read_retry, timeout=self.timeout))
+        self._count("read", len(refs))
         return {snap.reference.path: snap for snap in snaps}
 
     def commit(self, writes: Writes) -> None:
@@ -153,6 +163,7 @@ class Store:
                 batch.delete(ref, option=option)
         with self._rpc("commit"):
             batch.commit(retry=None, timeout=self.timeout)
+        self._count("written", len(writes.ops))
 
     def query(
         self,
@@ -178,7 +189,9 @@ class Store:
         with self._lock:
             self.queries.append(shape)
         with self._rpc("query"):
-            return list(q.stream(retry=self._read_retry, timeout=self.timeout))
+            found = list(q.stream(retry=self._read_retry, timeout=self.timeout))
+        self._count("read", max(1, len(found)))
+        return found
 
 
 _store: Store | None = None
