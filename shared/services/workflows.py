@@ -175,17 +175,23 @@ def _change(
     *,
     expected_version: int | None = None,
     extra_refs: tuple = (),
+    seen: Snapshot | None = None,
 ) -> Outcome:
     """Read (one batched RPC), decide, commit (one RPC) with the workflow's update time as precondition.
 
     On a lost race: with `expected_version` the caller hears 409 at once; without, re-read and re-validate.
+    `seen`: the workflow as the caller already read it (a system actor that found it by a query); the first
+    attempt decides on it instead of reading again, and the precondition still guards the commit.
     """
     wf_ref = store.workflow(principal.account_id, workflow_id)
     idem_ref = store.idempotency(principal.account_id, idem.key_hash) if idem else None
     refs = [wf_ref, *([idem_ref] if idem_ref else []), *extra_refs]
-    for _ in range(MAX_ATTEMPTS):
+    for attempt in range(MAX_ATTEMPTS):
         at = now()
-        snaps = store.get_many(refs)
+        if attempt == 0 and seen is not None and len(refs) == 1:
+            snaps = {wf_ref.path: seen}
+        else:
+            snaps = store.get_many(refs)
         if idem and (replayed := idempotency.replay(snaps.get(idem_ref.path), idem, at)):
             return replayed
         wf_snap = snaps.get(wf_ref.path)
