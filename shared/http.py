@@ -108,9 +108,13 @@ def parse_body(request: flask.Request, model: type[pydantic.BaseModel]) -> tuple
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedJson(f"The body could not be parsed as JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise MalformedJson("The body is nested too deeply.") from exc
     try:
         return model.model_validate_json(data), raw
     except pydantic.ValidationError as exc:
+        if any(err["type"] == "json_invalid" for err in exc.errors()):  # e.g. a lone surrogate \ud800
+            raise MalformedJson(f"The body is not valid JSON text: {exc.errors()[0]['msg']}") from exc
         raise ValidationFailed(_validation_errors(exc)) from exc
 
 

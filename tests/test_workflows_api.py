@@ -66,6 +66,10 @@ def test_malformed_json_and_oversized_bodies(api, tenant):
     assert r.status == 400 and r.code == "malformed_json"
     r = api.request("POST", WF, key=tenant.owner, data=b"\xff\xfe", headers={"Content-Type": "application/json"})
     assert r.status == 400 and r.code == "malformed_json"
+    r = api.request("POST", WF, key=tenant.owner, data=b"[" * 50_000 + b"]" * 50_000)
+    assert r.status == 400 and r.code == "malformed_json"
+    r = api.request("POST", WF, key=tenant.owner, data=b'{"title": "\\ud800"}')
+    assert r.status == 400 and r.code == "malformed_json"
     big = json.dumps({"title": "t", "description": "x" * (256 * 1024)})
     r = api.request("POST", WF, key=tenant.owner, data=big, headers={"Content-Type": "application/json"})
     assert r.status == 413 and r.code == "payload_too_large"
