@@ -193,7 +193,10 @@ def _handle(request: flask.Request, route: Route, handler: Handler, fields: dict
     fields.update(params)
     ctx = ApiRequest(raw=request, route=route, params=params, log=fields)
     if route.authenticated:
-        ctx.principal = authenticate(ctx.store, request.headers.get("Authorization"))
+        # Behind API Gateway the caller's Authorization header arrives as X-Forwarded-Authorization (the gateway puts
+        # its own identity token, for the function's IAM check, in Authorization).
+        ctx.principal = authenticate(ctx.store, request.headers.get("X-Forwarded-Authorization")
+                                     or request.headers.get("Authorization"))
         fields["account_id"] = ctx.principal.account_id
         fields["key_id"] = ctx.principal.key_id
     if route.query is not None:
