@@ -13,6 +13,11 @@ class Config:
     store_timeout_seconds: float
     key_env: str  # the <env> part of new API keys: qo_<env>_...
     max_body_bytes: int = 256 * 1024
+    # Billing. Stripe's secrets (STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET) are read by `shared.stripe_gateway` only.
+    billing_grace_days: float = 3.0  # past_due stays entitled until current_period_end + this
+    checkout_success_url: str | None = None  # where Stripe Checkout sends the customer back to
+    checkout_cancel_url: str | None = None
+    portal_return_url: str | None = None  # where the Billing Portal's "return" link goes
 
 
 @cache
@@ -21,4 +26,8 @@ def config() -> Config:
         project=os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCLOUD_PROJECT") or "qorch-local",
         store_timeout_seconds=float(os.environ.get("QORCH_STORE_TIMEOUT_SECONDS", "10")),
         key_env=os.environ.get("QORCH_KEY_ENV", "live" if os.environ.get("K_SERVICE") else "dev"),
+        billing_grace_days=float(os.environ.get("QORCH_BILLING_GRACE_DAYS", "3")),
+        checkout_success_url=os.environ.get("QORCH_CHECKOUT_SUCCESS_URL") or None,
+        checkout_cancel_url=os.environ.get("QORCH_CHECKOUT_CANCEL_URL") or None,
+        portal_return_url=os.environ.get("QORCH_PORTAL_RETURN_URL") or None,
     )

@@ -50,6 +50,10 @@ class Forbidden(ProblemError):
     status, code, title = 403, "forbidden", "This key may not do that"
 
 
+class QuotaExceeded(ProblemError):
+    status, code, title = 403, "quota_exceeded", "The account's plan allows no more of this"
+
+
 class NotFound(ProblemError):
     status, code, title = 404, "not_found", "Not found"
 
@@ -86,6 +90,26 @@ class RetryLimitExceeded(ProblemError):
 
 class VersionConflict(ProblemError):
     status, code, title = 409, "version_conflict", "The workflow changed since you read it"
+
+
+class InvalidSignature(ProblemError):
+    status, code, title = 400, "invalid_signature", "The Stripe-Signature header does not verify"
+
+
+class NoBillingAccount(ProblemError):
+    status, code, title = 409, "no_billing_account", "The account has never paid through Stripe"
+
+
+class AlreadySubscribed(ProblemError):
+    status, code, title = 409, "already_subscribed", "The account already has a subscription"
+
+
+class BillingProviderError(ProblemError):
+    status, code, title = 502, "billing_provider_error", "Stripe refused the request"
+
+
+class BillingNotConfigured(ProblemError):
+    status, code, title = 503, "billing_not_configured", "Billing is not configured on this deployment"
 
 
 class IdempotencyKeyReused(ProblemError):

@@ -91,7 +91,8 @@ def _validation_errors(exc: pydantic.ValidationError, prefix: str = "") -> list[
     ]
 
 
-def _read_body(request: flask.Request) -> bytes:
+def read_body(request: flask.Request) -> bytes:
+    """The raw body, at most `max_body_bytes` (413 beyond). Read it once: the stream is consumed."""
     limit = config().max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"Bodies are limited to {limit} bytes.")
@@ -103,7 +104,7 @@ def _read_body(request: flask.Request) -> bytes:
 
 def parse_body(request: flask.Request, model: type[pydantic.BaseModel]) -> tuple[Any, Any]:
     """(validated model, parsed JSON) of the request body, or the problem it has."""
-    data = _read_body(request)
+    data = read_body(request)
     try:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -73,15 +73,38 @@ class Event(BaseModel):
     retries_reset: bool = Field(default=False, description="ROLLED_BACK only: retry_count was set back to 0.")
 
 
+class Subscription(BaseModel):
+    """A Stripe subscription as its account keeps it (`accounts/{id}.subscriptions[sub_id]`): what the events said,
+    and the ordering key of the last event applied (see `shared.billing`)."""
+
+    id: str
+    customer: str | None = None
+    status: str  # Stripe's: active, trialing, past_due, unpaid, canceled, incomplete, incomplete_expired, paused
+    price_id: str | None = None
+    plan: str | None = None  # the plan sold at price_id; None while unknown
+    current_period_end: datetime | None = None
+    cancel_at_period_end: bool = False
+    last_event_created: int | None = None  # Stripe `created` (Unix seconds) of the last event applied
+    last_event_rank: int = -1  # breaks ties within one second: invoice < created < updated < deleted
+    last_event_id: str | None = None
+    updated_at: datetime
+
+
 class Account(BaseModel):
     id: str
     name: str
     plan: str = "dev"
+    # The operator's grant (admin command). It decides only for accounts with no Stripe subscription; once Stripe
+    # has linked one, the subscriptions below decide (see `shared.billing.standing`).
     entitled: bool = False
     created_at: datetime
     # Workflows in an active state (not COMPLETED, CANCELLED or FAILED): kept in the same commits that change it,
     # so a plan quota can be enforced with one read of this document.
     active_workflows: int = 0
+    # Billing, kept by the Stripe webhook and the checkout endpoint.
+    stripe_customer_id: str | None = None
+    former_stripe_customers: list[str] = Field(default_factory=list)  # deleted in Stripe; their events are stale
+    subscriptions: dict[str, Subscription] = Field(default_factory=dict)
 
 
 class ApiKey(BaseModel):
@@ -118,6 +141,11 @@ class RollbackRequest(RequestModel):
     to_version: Annotated[int, Field(ge=1)]
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2_000)]
     reset_retries: bool = False
+
+
+class CheckoutSessionRequest(RequestModel):
+    plan: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = Field(
+        description="A plan that is for sale (see GET /v1/account for the current one)")
 
 
 # ---- responses ---------------------------------------------------------------------------------------------------
@@ -178,6 +206,60 @@ class Problem(BaseModel):
     allowed_transitions: list[str] | None = None
     allowed_methods: list[str] | None = None
     model_config = ConfigDict(extra="allow")
+
+
+class CheckoutSession(BaseModel):
+    """A Stripe Checkout Session: send the customer to `url`."""
+
+    id: str
+    url: str
+
+
+class PortalSession(BaseModel):
+    """A Stripe Billing Portal session: send the customer to `url`."""
+
+    url: str
+
+
+class Entitlement(BaseModel):
+    """Whether the account may create workflows now, and why."""
+
+    entitled: bool
+    status: str = Field(description="The deciding Stripe subscription's status, `none` when there is none, or "
+                                    "`granted` for an operator's grant")
+    reason: str
+    grace_until: datetime | None = Field(default=None, description="past_due only: entitled until then")
+    subscription_id: str | None = None
+    current_period_end: datetime | None = None
+    cancel_at_period_end: bool = False
+
+
+class PlanLimits(BaseModel):
+    max_active_workflows: int
+    retention_days: int
+    max_artifact_bytes: int
+    stale_after_days: int
+
+
+class AccountUsage(BaseModel):
+    active_workflows: int
+
+
+class AccountView(BaseModel):
+    id: str
+    name: str
+    plan: str
+    entitlement: Entitlement
+    limits: PlanLimits | None = Field(description="The plan's limits; null if the plan is unknown to this service")
+    usage: AccountUsage
+
+
+class WebhookReceipt(BaseModel):
+    """What the webhook did with an event (Stripe only looks at the status)."""
+
+    received: bool = True
+    event_id: str | None = None
+    outcome: str = Field(description="applied | duplicate | stale | unmatched | ignored")
 
 
 # ---- query strings -----------------------------------------------------------------------------------------------

@@ -14,16 +14,18 @@ from shared.routes import ROUTES, Route
 
 _REF = "#/components/schemas/{model}"
 _ERRORS = {
-    400: "malformed_json: the body is not JSON",
+    400: "malformed_json: the body is not JSON; invalid_signature: the Stripe-Signature header does not verify",
     401: "unauthenticated: missing, malformed, unknown or revoked API key",
     402: "payment_required: the account has no active subscription",
-    403: "forbidden: this key's roles may not do that",
+    403: "forbidden: this key's roles may not do that; quota_exceeded: the plan's limit is reached",
     404: "not_found: no such resource in the caller's account",
     405: "method_not_allowed",
-    409: "invalid_transition, retry_limit_exceeded or version_conflict",
+    409: "invalid_transition, retry_limit_exceeded, version_conflict, no_billing_account or already_subscribed",
     413: "payload_too_large: bodies are limited to 256 KiB",
     422: "validation_error (each bad field listed) or idempotency_key_reused",
-    503: "unavailable: the store cannot be reached; retry after Retry-After seconds",
+    502: "billing_provider_error: Stripe refused the request",
+    503: "unavailable: the store (or Stripe) cannot be reached; retry after Retry-After seconds; "
+         "billing_not_configured",
 }
 
 

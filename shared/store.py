@@ -118,6 +118,17 @@ class Store:
     def idempotency(self, account_id: str, key_hash: str) -> DocRef:
         return self.account(account_id).collection("idempotency").document(key_hash)
 
+    # Billing: one record per Stripe event processed (exactly-once), the Stripe customer → account index, and the
+    # events no account claimed (for an operator to look at).
+    def stripe_event(self, event_id: str) -> DocRef:
+        return self.client.collection("stripe_events").document(event_id)
+
+    def stripe_customer(self, customer_id: str) -> DocRef:
+        return self.client.collection("stripe_customers").document(customer_id)
+
+    def stripe_unmatched(self, event_id: str) -> DocRef:
+        return self.client.collection("stripe_unmatched").document(event_id)
+
     # ---- RPCs -----------------------------------------------------------------------------------------------
 
     def _count(self, kind: str, n: int) -> None:

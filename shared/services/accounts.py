@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from shared.auth import hash_key, new_key
 from shared.errors import NotFound
 from shared.models import Account, ApiKey
+from shared.plans import catalog
 from shared.state_machine import AGENT_ROLES, Role
 from shared.store import Store, Writes
 
@@ -16,8 +17,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _check_plan(plan: str) -> None:
+    if catalog().find(plan) is None:
+        raise ValueError(f"no plan {plan!r}; the plans are {', '.join(catalog().plans)} (shared/plans.json)")
+
+
 def create_account(store: Store, name: str, *, plan: str = "dev", entitled: bool = False,
                    account_id: str | None = None) -> Account:
+    _check_plan(plan)
     account = Account(id=account_id or "acct_" + secrets.token_hex(8), name=name, plan=plan, entitled=entitled,
                       created_at=_now())
     writes = Writes()
@@ -34,6 +41,8 @@ def get_account(store: Store, account_id: str) -> Account:
 
 
 def set_account(store: Store, account_id: str, *, plan: str | None = None, entitled: bool | None = None) -> Account:
+    if plan is not None:
+        _check_plan(plan)
     snap = store.get(store.account(account_id))
     if not snap.exists:
         raise NotFound(f"No account {account_id}.")

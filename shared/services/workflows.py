@@ -9,10 +9,11 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from shared import idempotency
+from shared import billing, idempotency, plans
 from shared import workflow as domain
 from shared.auth import Principal
-from shared.errors import Forbidden, NotFound, PaymentRequired, ValidationFailed, VersionConflict
+from shared.config import config
+from shared.errors import Forbidden, NotFound, ValidationFailed, VersionConflict
 from shared.idempotency import IdempotencyRequest, Outcome
 from shared.models import (
     ChangeResult,
@@ -62,9 +63,10 @@ def create_workflow(
         if idem and (replayed := idempotency.replay(snaps.get(idem_ref.path), idem, at)):
             return replayed
         account = snaps[account_ref.path]
-        if not account.exists or not account.get("entitled"):
-            raise PaymentRequired("This account has no active subscription; subscribe to create workflows.",
-                                  checkout="POST /v1/billing/checkout-session")
+        # Entitlement (402) and plan quota (403) from the account just read: no extra round trip. The account's
+        # update-time precondition below makes the quota hold when creates race.
+        billing.admit_workflow(account.to_dict() if account.exists else None, plans.catalog(), at,
+                               config().billing_grace_days)
         workflow, event = domain.create(request, account_id=principal.account_id, actor=principal.key_id, now=at)
         outcome = Outcome(body=domain.view(workflow, principal.roles).model_dump(mode="json"))
         writes = Writes()

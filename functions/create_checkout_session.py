@@ -1,0 +1,7 @@
+from shared.http import ApiRequest, Reply, endpoint
+from shared.services import billing
+
+
+@endpoint("create_checkout_session")
+def create_checkout_session(req: ApiRequest) -> Reply:
+    return Reply.of(billing.create_checkout_session(req.store, req.caller, req.body, req.idempotency))

@@ -1,0 +1,7 @@
+from shared.http import ApiRequest, Reply, endpoint
+from shared.services import billing
+
+
+@endpoint("create_portal_session")
+def create_portal_session(req: ApiRequest) -> Reply:
+    return Reply(billing.create_portal_session(req.store, req.caller))
