@@ -170,10 +170,6 @@ class Decision:
     link_customer: str | None = None  # a Stripe customer to index under this account
     deleted_customer: str | None = None
 
-    @property
-    def changed(self) -> bool:
-        return self.outcome == "applied"
-
 
 def _stale_reason(sub: Subscription | None, event: StripeEvent) -> str | None:
     if sub is None:

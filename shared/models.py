@@ -51,6 +51,9 @@ class Workflow(BaseModel):
     updated_at: datetime
     created_by: str
     final: bool = False
+    # The account's plan, set at creation (cleanup re-tags it when the account changes plan): each plan's cleanup
+    # query is then exact, so a run reads only what is due.
+    plan: str = "dev"
 
     def to_document(self) -> dict:
         doc = self.model_dump(mode="python")

@@ -19,10 +19,12 @@ def new_workflow_id() -> str:
     return "wf_" + secrets.token_hex(16)
 
 
-def create(request: CreateWorkflowRequest, *, account_id: str, actor: str, now: datetime) -> tuple[Workflow, Event]:
+def create(request: CreateWorkflowRequest, *, account_id: str, actor: str, now: datetime,
+           plan: str = "dev") -> tuple[Workflow, Event]:
     workflow = Workflow(
         id=new_workflow_id(),
         account_id=account_id,
+        plan=plan,
         title=request.title,
         description=request.description,
         labels=request.labels,

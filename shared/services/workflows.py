@@ -67,7 +67,8 @@ def create_workflow(
         # update-time precondition below makes the quota hold when creates race.
         billing.admit_workflow(account.to_dict() if account.exists else None, plans.catalog(), at,
                                config().billing_grace_days)
-        workflow, event = domain.create(request, account_id=principal.account_id, actor=principal.key_id, now=at)
+        workflow, event = domain.create(request, account_id=principal.account_id, actor=principal.key_id, now=at,
+                                        plan=account.get("plan") or plans.DEV)
         outcome = Outcome(body=domain.view(workflow, principal.roles).model_dump(mode="json"))
         writes = Writes()
         # The account's update time guards the count, so concurrent creates are serialised (quota-safe).
