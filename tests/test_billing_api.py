@@ -321,3 +321,23 @@ def test_ten_parallel_creates_at_limit_minus_one_admit_exactly_one(api, billing_
     assert sorted(results, key=str) == sorted([(201, None)] + [(403, "quota_exceeded")] * 9, key=str)
     assert stored_account(api, tenant.account_id)["active_workflows"] == limit
     assert len(list(api.store.workflows(tenant.account_id).stream())) == 1
+
+
+def test_twenty_parallel_creates_under_the_quota_all_succeed_and_the_count_is_exact(api, tenant):
+    statuses: list[int] = []
+    barrier = threading.Barrier(20)
+
+    def create(i: int) -> None:
+        client = api.client.application.test_client()
+        barrier.wait()
+        r = client.post("/v1/workflows", json={"title": f"wf {i}"},
+                        headers={"Authorization": f"Bearer {tenant.owner}"})
+        statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(20)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert statuses == [201] * 20
+    assert stored_account(api, tenant.account_id)["active_workflows"] == 20

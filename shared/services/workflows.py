@@ -57,7 +57,9 @@ def create_workflow(
         raise Forbidden("Only an OWNER key may create workflows.")
     account_ref = store.account(principal.account_id)
     idem_ref = store.idempotency(principal.account_id, idem.key_hash) if idem else None
-    for _ in range(MAX_ATTEMPTS):
+    # Every create commits against the account's update time, so N creates racing on one account take up to N
+    # rounds (one wins per round): allow more rounds than a single workflow's changes need.
+    for _ in range(4 * MAX_ATTEMPTS):
         at = now()
         snaps = store.get_many([account_ref] + ([idem_ref] if idem_ref else []))
         if idem and (replayed := idempotency.replay(snaps.get(idem_ref.path), idem, at)):
@@ -82,8 +84,8 @@ def create_workflow(
             store.commit(writes)
             return outcome
         except WriteConflict:
-            continue  # only a same-key race can conflict here: the re-read replays it
-    raise VersionConflict("Too many concurrent requests with this Idempotency-Key; retry.")
+            continue  # another create (or a billing change) won the account: re-read, re-check quota, replay
+    raise VersionConflict("Too many workflows are being created on this account at once; retry.")
 
 
 # ---- read --------------------------------------------------------------------------------------------------------
