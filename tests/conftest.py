@@ -11,6 +11,8 @@ import pytest
 from google.cloud import firestore
 
 from tests.helpers import Api, Tenant
+from tests.index_coverage import pytest_sessionfinish  # noqa: F401 (the hook: every recorded query has its index)
+from tests.index_coverage import record as record_queries
 from tools.emulator import Emulator, MissingPrerequisite
 
 os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "qorch-test")
@@ -46,6 +48,7 @@ def store(emulator: Emulator, project_id: str) -> Iterator:
     use_store(s)
     yield s
     use_store(None)
+    record_queries(s)  # for the session-wide index coverage check
 
 
 @pytest.fixture(scope="session")
