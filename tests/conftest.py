@@ -72,3 +72,46 @@ def tenant(api: Api) -> Tenant:
 @pytest.fixture
 def other_tenant(api: Api) -> Tenant:
     return api.tenant("Globex")
+
+
+@pytest.fixture(scope="session")
+def live(app):
+    """The local router over real HTTP on a free port, for the whole session. It serves whatever store the test's
+    `store` fixture (or the test) made current, so each test still has its own project."""
+    from tests.live import LiveServer
+
+    with LiveServer(app) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """moto in server mode on a free port (real HTTP), with the bucket made; the process's object store points at
+    it. Each test's objects live under its own account's prefix, so one bucket serves the session."""
+    from shared.objectstore import use_object_store
+    from tools.locals3 import LocalS3
+
+    server = LocalS3().start()
+    yield server
+    server.stop()
+    use_object_store(None)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Move time forward for lease expiry without waiting: `clock.advance(seconds)`. Every service reads
+    `shared.clock.now`, and the domain gets `now` from them, so this moves it for the whole product."""
+    from datetime import timedelta
+
+    from shared import clock as product_clock
+
+    class Clock:
+        offset = timedelta()
+
+        def advance(self, seconds: float) -> None:
+            self.offset += timedelta(seconds=seconds)
+
+    moved = Clock()
+    real = product_clock.now
+    monkeypatch.setattr(product_clock, "now", lambda: real() + moved.offset)
+    return moved
