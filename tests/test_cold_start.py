@@ -1,0 +1,100 @@
+"""Cold start: each deployed function, in a fresh interpreter, loads neither `stripe` nor `boto3` unless it is one of
+the few that need them (the allow-list below). Checked on import of the function's module, on import of `main.py`
+(which must import no function module at all), and on the first request through `main`'s entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.event_functions import EVENT_FUNCTIONS
+from shared.routes import ROUTES
+
+ROOT = Path(__file__).resolve().parent.parent
+# The heavy SDKs: stripe ≈ 125 ms, boto3 (with botocore) ≈ 170 ms of cold import each.
+HEAVY = ("stripe", "boto3", "botocore")
+STRIPE = frozenset({"stripe"})
+AWS = frozenset({"boto3", "botocore"})
+# Which function module may load which heavy SDK. Anything not listed may load none of them.
+ALLOWED: dict[str, frozenset[str]] = {
+    "stripe_webhook": STRIPE,
+    "create_checkout_session": STRIPE,
+    "create_portal_session": STRIPE,
+    "create_artifact": AWS,
+    "complete_artifact": AWS,
+    "get_artifact": AWS,
+}
+FUNCTION_MODULES = sorted(p.stem for p in (ROOT / "functions").glob("*.py") if p.stem != "__init__")
+HTTP_FUNCTIONS = [r.function for r in ROUTES]
+
+# Run in a fresh interpreter: `import <module>`, or `call <function>` (import main, then one request without an API
+# key through main's entry point, as the Cloud Functions runtime would make it). Prints what got loaded.
+PROBE = r"""
+import importlib, json, sys
+mode, name = sys.argv[1], sys.argv[2]
+heavy = json.loads(sys.argv[3])
+loaded = lambda: sorted(m for m in heavy if m in sys.modules)
+functions = lambda: sorted(m for m in sys.modules if m.startswith("functions."))
+out = {}
+if mode == "import":
+    importlib.import_module(name)
+else:
+    import flask, main
+    out["after_import"] = {"heavy": loaded(), "functions": functions()}
+    from shared.routes import BY_FUNCTION
+    route = BY_FUNCTION[name]
+    path = route.path
+    for param in route.params:
+        path = path.replace("{" + param + "}", "x1")
+    app = flask.Flask("probe")
+    with app.test_request_context(path, method=route.method, data=b"{}", content_type="application/json"):
+        out["status"] = getattr(main, name)(flask.request).status_code
+out.update(heavy=loaded(), functions=functions())
+print(json.dumps(out))
+"""
+
+
+def probe(mode: str, name: str) -> dict:
+    # No store is reachable (nothing listens on port 9): the probed requests are refused before they need one.
+    env = {**os.environ, "GOOGLE_CLOUD_PROJECT": "qorch-cold-start", "FIRESTORE_EMULATOR_HOST": "127.0.0.1:9",
+           "QORCH_STORE_TIMEOUT_SECONDS": "1"}
+    done = subprocess.run([sys.executable, "-c", PROBE, mode, name, json.dumps(HEAVY)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_probe_sees_a_heavy_import():
+    """The check can fail: importing boto3 directly is seen."""
+    assert probe("import", "boto3")["heavy"] == ["boto3", "botocore"]
+
+
+def test_the_allow_list_names_real_functions():
+    assert set(ALLOWED) <= set(FUNCTION_MODULES)
+    assert set(HTTP_FUNCTIONS) | {f.function for f in EVENT_FUNCTIONS} <= set(FUNCTION_MODULES)
+
+
+@pytest.mark.parametrize("function", FUNCTION_MODULES)
+def test_importing_a_function_loads_no_sdk_it_does_not_need(function):
+    loaded = probe("import", f"functions.{function}")
+    assert set(loaded["heavy"]) <= ALLOWED.get(function, frozenset()), loaded
+    assert loaded["functions"] == [f"functions.{function}"], "a function module imports only itself"
+
+
+def test_main_imports_no_function_module_and_no_sdk():
+    loaded = probe("import", "main")
+    assert loaded == {"heavy": [], "functions": []}
+
+
+@pytest.mark.parametrize("function", HTTP_FUNCTIONS)
+def test_the_first_request_through_main_loads_only_its_function(function):
+    loaded = probe("call", function)
+    assert loaded["after_import"] == {"heavy": [], "functions": []}
+    assert loaded["status"] != 500, loaded  # answered (e.g. 401, or 503 where billing is not configured)
+    assert loaded["functions"] == [f"functions.{function}"]
+    assert set(loaded["heavy"]) <= ALLOWED.get(function, frozenset()), loaded
