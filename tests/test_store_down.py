@@ -1,0 +1,225 @@
+"""The store goes away: every endpoint that needs it answers 503 `unavailable` with Retry-After, never a 500 and never
+a hang past the client's timeout; once it is back, nothing partial is visible.
+
+The product's Firestore client talks to the real emulator through a TCP proxy (tests/live.py) that the test cuts
+(connections refused), black-holes (accepted, never answered: the deadline path) or makes deaf (requests delivered,
+replies lost: the ambiguous commit). The cut can be timed to land just before any one of a request's store RPCs,
+found by counting them, so every read and every commit of each endpoint is cut in turn. Outcomes are asserted, not
+durations: the client gives each request CLIENT_TIMEOUT seconds, and running out of it fails the test.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from shared.routes import ROUTES
+from shared.store import Store, use_store
+from tests.helpers import Api, Response, Tenant, assert_event_log, snapshot_all
+from tests.live import LiveServer, TcpProxy, firestore_client_via
+
+STORE_TIMEOUT = 1.0  # the product's store deadline in these tests (QORCH_STORE_TIMEOUT_SECONDS-style)
+CLIENT_TIMEOUT = 15.0  # the HTTP client's: a request that outlives it is a hang
+
+
+class Tripwire(Counter):
+    """A drop-in for `Store.rpcs` that calls `action` just before the store's RPC number `at` (1-based, counted
+    from arming) goes out. The store counts every RPC before making it, so no RPC can slip past."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: int | None = None
+        self.action: Callable[[], None] | None = None
+        self.seen = 0
+        self.fired = False
+
+    def arm(self, at: int, action: Callable[[], None]) -> None:
+        self.at, self.action, self.seen, self.fired = at, action, 0, False
+
+    def disarm(self) -> None:
+        self.at = self.action = None
+
+    def __setitem__(self, key: str, value: int) -> None:
+        if self.at is not None:
+            self.seen += 1
+            if self.seen == self.at and self.action is not None:
+                self.fired = True
+                self.action()
+        super().__setitem__(key, value)
+
+
+@dataclass
+class Outage:
+    proxy: TcpProxy
+    store: Store  # the product's store, through the proxy
+    direct: Store  # the same project, straight to the emulator: what is really stored
+    tripwire: Tripwire
+
+    def back(self) -> None:
+        """Restore the proxy and wait until the product's client is connected again: a read with a generous budget
+        (gRPC reconnects with backoff after a failure)."""
+        self.tripwire.disarm()
+        self.proxy.restore()
+        Store(self.store.client, timeout_seconds=30).get(self.store.account("warm-up"))
+
+
+@pytest.fixture
+def outage(emulator, project_id, store) -> Iterator[Outage]:
+    proxy = TcpProxy(emulator.address)
+    with firestore_client_via(proxy.address, project_id) as client:
+        proxied = Store(client, timeout_seconds=STORE_TIMEOUT)
+        proxied.rpcs = tripwire = Tripwire()
+        proxied.get(proxied.account("warm-up"))  # connect while the store is up
+        use_store(proxied)
+        try:
+            yield Outage(proxy, proxied, store, tripwire)
+        finally:
+            use_store(store)
+            proxy.close()
+
+
+def assert_unavailable(r: Response) -> None:
+    assert (r.status, r.code) == (503, "unavailable"), (r.status, r.body)
+    assert int(r.headers["Retry-After"]) > 0
+
+
+def concrete(path: str, ids: dict[str, str]) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: ids.get(m.group(1), "x1"), path)
+
+
+# ---- every endpoint, with the store gone --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["cut", "blackhole"])
+def test_every_endpoint_answers_503_while_the_store_is_down(api, tenant, live, outage, mode):
+    wf = api.create(tenant)
+    api.move(tenant, wf, "PLANNING")
+    before = snapshot_all(outage.direct)
+    getattr(outage.proxy, mode)()
+
+    def call(route: Any) -> tuple[Any, Response]:
+        path = concrete(route.path, {"workflow_id": wf["id"]})
+        body = {} if route.method == "POST" else None
+        return route, live.request(route.method, path, key=tenant.owner, body=body, timeout=CLIENT_TIMEOUT)
+
+    with ThreadPoolExecutor(max_workers=len(ROUTES)) as pool:  # all at once: a hang anywhere shows
+        answers = list(pool.map(call, ROUTES))
+
+    for route, r in answers:
+        if route.authenticated:
+            assert_unavailable(r)
+        else:  # the static documents need no store; the webhook refuses or asks Stripe to come back
+            assert r.status != 500, (route.function, r.body)
+            assert r.status < 500 or r.code in ("unavailable", "billing_not_configured"), (route.function, r.body)
+    outage.back()
+    assert snapshot_all(outage.direct) == before
+    assert_event_log(outage.direct, tenant.account_id, wf["id"])
+    assert live.request("GET", f"/v1/workflows/{wf['id']}", key=tenant.owner).status == 200, "served again"
+
+
+# ---- every store RPC of each endpoint, cut in turn ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    body: Any = None
+    headers: dict[str, str] | None = None
+    ok: int = 200
+
+
+def _calls(wf: str) -> dict[str, Call]:
+    """A request per endpoint that succeeds when the store is up (each request is made last with no cut, which
+    proves it). `wf` is at PLANNING, version 2."""
+    return {
+        "create_workflow": Call("POST", "/v1/workflows", {"title": "during an outage"}, ok=201),
+        "create_workflow+idempotency": Call("POST", "/v1/workflows", {"title": "again"}, {"Idempotency-Key": "c1"},
+                                            ok=201),
+        "list_workflows": Call("GET", "/v1/workflows?state=PLANNING&limit=5"),
+        "get_workflow": Call("GET", f"/v1/workflows/{wf}"),
+        "transition_workflow": Call("POST", f"/v1/workflows/{wf}/transitions", {"to": "DESIGN", "note": "go"}),
+        "transition_workflow+idempotency": Call("POST", f"/v1/workflows/{wf}/transitions",
+                                                {"to": "DESIGN", "expected_version": 2}, {"Idempotency-Key": "t1"}),
+        "rollback_workflow": Call("POST", f"/v1/workflows/{wf}/rollback", {"to_version": 1, "reason": "redo"}),
+        "list_workflow_events": Call("GET", f"/v1/workflows/{wf}/events?limit=1"),
+        "get_account": Call("GET", "/v1/account"),
+    }
+
+
+SCENARIOS = list(_calls("-"))
+
+
+def cut_at_every_rpc(api: Api, tenant: Tenant, live: LiveServer, outage: Outage, call: Call,
+                     fault: Callable[[], None], watched: str) -> int:
+    """Cut before RPC 1 of `call`, then before RPC 2, ... until the call makes no more RPCs than the cut point: then
+    it ran whole and must succeed. Each cut answer is 503 and leaves the store exactly as it was. Returns the
+    number of RPCs the call makes."""
+    at = 1
+    while True:
+        before = snapshot_all(outage.direct)
+        outage.tripwire.arm(at, fault)
+        r = live.request(call.method, call.path, key=tenant.owner, body=call.body, headers=call.headers,
+                         timeout=CLIENT_TIMEOUT)
+        fired = outage.tripwire.fired
+        outage.back()
+        if not fired:
+            assert r.status == call.ok, (r.status, r.body)
+            return at - 1
+        assert_unavailable(r)
+        assert snapshot_all(outage.direct) == before, f"RPC {at} cut: something was written"
+        assert_event_log(outage.direct, tenant.account_id, watched)
+        at += 1
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_a_cut_before_any_rpc_writes_nothing(api, tenant, live, outage, scenario):
+    wf = api.create(tenant)
+    api.move(tenant, wf, "PLANNING")
+    call = _calls(wf["id"])[scenario]
+    rpcs = cut_at_every_rpc(api, tenant, live, outage, call, outage.proxy.cut, wf["id"])
+    writes = call.method == "POST"
+    # Auth, then one read; a change adds its one commit. (Each of them was cut above.)
+    assert rpcs == (3 if writes else 2), rpcs
+    assert_event_log(outage.direct, tenant.account_id, wf["id"])
+
+
+@pytest.mark.parametrize("scenario", ["transition_workflow", "create_workflow"])
+def test_a_store_that_stops_answering_hits_the_deadline_and_writes_nothing(api, tenant, live, outage, scenario):
+    """Black-holed before each RPC: the read or the commit waits out the store deadline, then 503."""
+    wf = api.create(tenant)
+    api.move(tenant, wf, "PLANNING")
+    call = _calls(wf["id"])[scenario]
+    assert cut_at_every_rpc(api, tenant, live, outage, call, outage.proxy.blackhole, wf["id"]) == 3
+
+
+def test_a_commit_whose_reply_is_lost_is_recovered_with_the_idempotency_key(api, tenant, live, outage):
+    """The ambiguous case: the commit reaches the store and lands, the reply never comes back. The client hears 503
+    (commits are not retried blind); retrying with the same Idempotency-Key returns the first answer, and the change
+    is there once. Without the key, `expected_version` makes the retry a clean 409."""
+    wf = api.create(tenant)
+    api.move(tenant, wf, "PLANNING")
+    path = f"/v1/workflows/{wf['id']}/transitions"
+    body = {"to": "DESIGN", "expected_version": 2}
+    headers = {"Idempotency-Key": "lost-reply"}
+
+    outage.tripwire.arm(3, outage.proxy.deaf)  # auth, batched read, then the commit goes out to a deaf proxy
+    r = live.request("POST", path, key=tenant.owner, body=body, headers=headers, timeout=CLIENT_TIMEOUT)
+    assert outage.tripwire.fired
+    assert_unavailable(r)
+    outage.back()
+    landed = assert_event_log(outage.direct, tenant.account_id, wf["id"])
+    assert (landed.state, landed.version) == ("DESIGN", 3), "the commit landed although its reply was lost"
+
+    again = live.request("POST", path, key=tenant.owner, body=body, headers=headers)
+    assert again.status == 200 and again.headers.get("Idempotent-Replayed") == "true", again.body
+    assert again.body["event"]["seq"] == 3
+    blind = live.request("POST", path, key=tenant.owner, body=body)
+    assert (blind.status, blind.code) == (409, "version_conflict")
+    assert assert_event_log(outage.direct, tenant.account_id, wf["id"]).version == 3
