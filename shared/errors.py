@@ -112,6 +112,22 @@ class BillingNotConfigured(ProblemError):
     status, code, title = 503, "billing_not_configured", "Billing is not configured on this deployment"
 
 
+class LeaseHeld(ProblemError):
+    status, code, title = 409, "lease_held", "Another agent holds this workflow's hand-off under a live lease"
+
+
+class LeaseLost(ProblemError):
+    status, code, title = 409, "lease_lost", "You no longer hold this hand-off"
+
+
+class UploadIncomplete(ProblemError):
+    status, code, title = 409, "upload_incomplete", "The artifact's bytes have not been uploaded"
+
+
+class ChecksumMismatch(ProblemError):
+    status, code, title = 422, "checksum_mismatch", "The uploaded bytes are not the ones declared"
+
+
 class IdempotencyKeyReused(ProblemError):
     status, code, title = 422, "idempotency_key_reused", "This Idempotency-Key was used with a different request"
 

@@ -207,6 +207,8 @@ def _handle(request: flask.Request, route: Route, handler: Handler, fields: dict
         ctx.idempotency = idempotency.parse(request.headers.get("Idempotency-Key"), method=request.method,
                                             path=request.path, body=raw)
     reply = handler(ctx)
+    if reply.status == 204:  # No Content: no body, no content type
+        return flask.Response(status=204, headers=reply.headers)
     return json_response(reply.body, reply.status, reply.headers)
 
 

@@ -31,6 +31,34 @@ class EventType(StrEnum):
     ROLLED_BACK = "ROLLED_BACK"
 
 
+class HandoffStatus(StrEnum):
+    PENDING = "PENDING"
+    CLAIMED = "CLAIMED"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+
+
+class ArtifactStatus(StrEnum):
+    PENDING_UPLOAD = "PENDING_UPLOAD"
+    AVAILABLE = "AVAILABLE"
+
+
+# An agent process's own name for itself (host:pid, pod name, uuid...): together with the key it identifies a holder.
+AgentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:@/-]{1,128}$")]
+ArtifactId = Annotated[str, StringConstraints(pattern=r"^art_[0-9a-f]{32}$")]
+
+
+class CurrentHandoff(BaseModel):
+    """The workflow's open hand-off, kept on the workflow document in the same commits that change the hand-off,
+    so a transition checks the lease without reading the hand-off."""
+
+    id: str
+    status: HandoffStatus
+    claimed_by: str | None = Field(default=None, description="key_id of the holder")
+    agent_id: str | None = None
+    lease_expires_at: datetime | None = None
+
+
 # ---- stored documents -------------------------------------------------------------------------------------------
 
 
@@ -54,6 +82,9 @@ class Workflow(BaseModel):
     # The account's plan, set at creation (cleanup re-tags it when the account changes plan): each plan's cleanup
     # query is then exact, so a run reads only what is due.
     plan: str = "dev"
+    current_handoff: CurrentHandoff | None = None
+    # Artifacts attached by transitions that stayed within one role: the next hand-off carries them on.
+    outgoing_artifacts: list[str] = Field(default_factory=list)
 
     def to_document(self) -> dict:
         doc = self.model_dump(mode="python")
@@ -74,6 +105,7 @@ class Event(BaseModel):
     note: str = ""
     at: datetime
     retries_reset: bool = Field(default=False, description="ROLLED_BACK only: retry_count was set back to 0.")
+    artifacts: list[str] = Field(default_factory=list, description="Artifact ids the transition attached.")
 
 
 class Subscription(BaseModel):
@@ -138,6 +170,10 @@ class TransitionRequest(RequestModel):
     expected_version: Annotated[int, Field(ge=1)] | None = None
     reason: Annotated[str, StringConstraints(max_length=2_000)] = ""
     note: Annotated[str, StringConstraints(max_length=20_000)] = ""
+    artifacts: Annotated[list[ArtifactId], Field(max_length=20)] = Field(
+        default_factory=list, description="AVAILABLE artifacts of this workflow; the next hand-off carries them.")
+    agent_id: AgentId | None = Field(
+        default=None, description="The agent that holds the claim (needed while the hand-off is claimed).")
 
 
 class RollbackRequest(RequestModel):
@@ -176,6 +212,7 @@ class WorkflowView(BaseModel):
     updated_at: datetime
     created_by: str
     final: bool
+    current_handoff: CurrentHandoff | None = None
     allowed_transitions: list[AllowedTransition]
 
 
@@ -284,3 +321,115 @@ class ListWorkflowsQuery(PageQuery):
     role: Role | None = None
     label: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,63}:.{0,256}$")] | None = Field(
         default=None, description="key:value; only workflows carrying that label")
+
+
+# ---- hand-offs, the agent work queue, artifacts ------------------------------------------------------------------
+
+_TOKEN = r"[A-Za-z0-9!#$&^_.+-]{1,127}"
+ContentType = Annotated[str, StringConstraints(
+    max_length=255, pattern=rf"^{_TOKEN}/{_TOKEN}(; ?{_TOKEN}=({_TOKEN}|\"[^\"\\\r\n]*\"))*$")]
+LeaseSeconds = Annotated[int, Field(ge=30, le=3600)]
+
+
+class Handoff(BaseModel):
+    """Work handed from one role to the next (accounts/{account_id}/handoffs/{id}), written in the same commit as
+    the transition that hands it over, and claimed by one agent at a time under a lease."""
+
+    id: str
+    workflow_id: str
+    seq: int = Field(description="The seq of the event that opened it.")
+    from_role: Role | None
+    to_role: Role
+    from_state: State | None
+    to_state: State
+    note: str = ""
+    artifacts: list[str] = Field(default_factory=list, description="Artifact ids handed to the next role.")
+    status: HandoffStatus
+    created_at: datetime
+    claimed_by: str | None = Field(default=None, description="key_id of the holder")
+    agent_id: str | None = None
+    claimed_at: datetime | None = None
+    lease_seconds: int | None = None
+    lease_expires_at: datetime | None = None
+    attempts: int = Field(default=0, description="How many times it has been claimed.")
+    closed_at: datetime | None = None
+    closed_seq: int | None = Field(default=None, description="The seq of the event that completed or cancelled it.")
+
+    def current(self) -> CurrentHandoff:
+        return CurrentHandoff(id=self.id, status=self.status, claimed_by=self.claimed_by, agent_id=self.agent_id,
+                              lease_expires_at=self.lease_expires_at)
+
+
+class Artifact(BaseModel):
+    """A work product's metadata (accounts/{account_id}/workflows/{workflow_id}/artifacts/{id}); its bytes live in
+    the object store."""
+
+    id: str
+    workflow_id: str
+    name: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    status: ArtifactStatus
+    created_at: datetime
+    created_by: str
+    upload_expires_at: datetime
+    completed_at: datetime | None = None
+
+
+class ClaimRequest(RequestModel):
+    roles: Annotated[list[Role], Field(min_length=1, max_length=8)] | None = Field(
+        default=None, description="Default: the key's agent roles (CUSTOMER for an OWNER key).")
+    agent_id: AgentId
+    lease_seconds: LeaseSeconds = 300
+    wait_seconds: Annotated[int, Field(ge=0, le=20)] = Field(
+        default=0, description="Long poll: wait up to this long for work before answering 204.")
+
+
+class HeartbeatRequest(RequestModel):
+    agent_id: AgentId
+    lease_seconds: LeaseSeconds | None = Field(default=None, description="Default: the claim's lease_seconds.")
+
+
+class ReleaseRequest(RequestModel):
+    agent_id: AgentId
+
+
+class CreateArtifactRequest(RequestModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=1024)] = Field(
+        description="A file name; directories are dropped and it must be 255 characters or fewer after that.")
+    content_type: ContentType = "application/octet-stream"
+    size_bytes: Annotated[int, Field(ge=0)]
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")] = Field(description="hex")
+
+
+class ClaimResult(BaseModel):
+    handoff: Handoff
+    workflow: WorkflowView
+
+
+class HandoffPage(BaseModel):
+    handoffs: list[Handoff]
+    next_page_token: str | None
+
+
+class PresignedRequest(BaseModel):
+    method: str
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict, description="Send exactly these headers; they are signed.")
+    expires_at: datetime
+
+
+class ArtifactCreated(BaseModel):
+    artifact: Artifact
+    upload: PresignedRequest
+
+
+class ArtifactDetail(BaseModel):
+    artifact: Artifact
+    download: PresignedRequest | None = Field(description="Only when the artifact is AVAILABLE.")
+
+
+class ArtifactPage(BaseModel):
+    artifacts: list[Artifact]
+    next_page_token: str | None

@@ -20,9 +20,10 @@ _ERRORS = {
     403: "forbidden: this key's roles may not do that; quota_exceeded: the plan's limit is reached",
     404: "not_found: no such resource in the caller's account",
     405: "method_not_allowed",
-    409: "invalid_transition, retry_limit_exceeded, version_conflict, no_billing_account or already_subscribed",
-    413: "payload_too_large: bodies are limited to 256 KiB",
-    422: "validation_error (each bad field listed) or idempotency_key_reused",
+    409: "invalid_transition, retry_limit_exceeded, version_conflict, no_billing_account or already_subscribed; "
+         "lease_held (another agent holds the hand-off), lease_lost (you no longer hold it), upload_incomplete",
+    413: "payload_too_large: bodies are limited to 256 KiB, artifacts to the plan's max_artifact_bytes",
+    422: "validation_error (each bad field listed), idempotency_key_reused, or checksum_mismatch (artifacts)",
     502: "billing_provider_error: Stripe refused the request",
     503: "unavailable: the store (or Stripe) cannot be reached; retry after Retry-After seconds; "
          "billing_not_configured",
@@ -61,6 +62,8 @@ def _operation(route: Route, refs: dict[tuple[type, str], Any], schemas: dict[st
         str(route.status): {"description": "OK" if route.status == 200 else "Created",
                             "content": {"application/json": {"schema": success_schema}}},
     }
+    if route.no_content:
+        responses["204"] = {"description": route.no_content}
     for code in _error_codes(route):
         responses[str(code)] = {"description": _ERRORS[code], "content": problem}
     parameters = [

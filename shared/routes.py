@@ -27,6 +27,7 @@ class Route:
     status: int = 200
     authenticated: bool = True
     errors: tuple[int, ...] = field(default=())
+    no_content: str | None = None  # when it may also answer 204 (no body): what that means
 
     @cached_property
     def pattern(self) -> re.Pattern[str]:
@@ -58,6 +59,30 @@ ROUTES: tuple[Route, ...] = (
           body=m.RollbackRequest, response=m.ChangeResult, errors=(403, 404, 409)),
     Route("list_workflow_events", "GET", _WF + "/events", "The workflow's audit log, oldest first",
           query=m.PageQuery, response=m.EventPage, errors=(404,)),
+    # hand-offs and the agent work queue
+    Route("claim_handoff", "POST", "/v1/handoffs/claim",
+          "Claim the oldest hand-off waiting for the caller's roles, under a lease (long poll with wait_seconds)",
+          body=m.ClaimRequest, response=m.ClaimResult, errors=(403,), no_content="No work for these roles"),
+    Route("heartbeat_handoff", "POST", _WF + "/handoffs/{handoff_id}/heartbeat",
+          "Extend the lease of the caller's claim", body=m.HeartbeatRequest, response=m.Handoff,
+          errors=(404, 409)),
+    Route("release_handoff", "POST", _WF + "/handoffs/{handoff_id}/release",
+          "Give the claimed work back to the queue (the holder, or an owner)", body=m.ReleaseRequest,
+          response=m.Handoff, errors=(404, 409)),
+    Route("list_handoffs", "GET", _WF + "/handoffs", "The workflow's hand-offs, newest first",
+          query=m.PageQuery, response=m.HandoffPage, errors=(404,)),
+    # artifacts
+    Route("create_artifact", "POST", _WF + "/artifacts",
+          "Declare an artifact and get a presigned PUT URL for its bytes (15 minutes)",
+          body=m.CreateArtifactRequest, response=m.ArtifactCreated, status=201, errors=(403, 404, 413)),
+    Route("complete_artifact", "POST", _WF + "/artifacts/{artifact_id}/complete",
+          "Check the uploaded bytes (size, SHA-256) and make the artifact AVAILABLE", response=m.ArtifactDetail,
+          errors=(404, 409, 422)),
+    Route("get_artifact", "GET", _WF + "/artifacts/{artifact_id}",
+          "An artifact's metadata, with a presigned download URL (15 minutes) when AVAILABLE",
+          response=m.ArtifactDetail, errors=(404,)),
+    Route("list_artifacts", "GET", _WF + "/artifacts", "The workflow's artifacts, newest first",
+          query=m.PageQuery, response=m.ArtifactPage, errors=(404,)),
     Route("get_account", "GET", "/v1/account",
           "The caller's account: plan, entitlement (and why), the plan's limits and current usage",
           response=m.AccountView),

@@ -26,6 +26,7 @@ from shared.errors import Unavailable
 
 DocRef = firestore.DocumentReference
 Increment = firestore.Increment
+DeleteField = firestore.DELETE_FIELD
 Snapshot = firestore.DocumentSnapshot
 
 
@@ -118,6 +119,19 @@ class Store:
     def idempotency(self, account_id: str, key_hash: str) -> DocRef:
         return self.account(account_id).collection("idempotency").document(key_hash)
 
+    # Hand-offs: one collection per account, so the work queue is one query and tenancy stays structural.
+    def handoffs(self, account_id: str) -> firestore.CollectionReference:
+        return self.account(account_id).collection("handoffs")
+
+    def handoff(self, account_id: str, handoff_id: str) -> DocRef:
+        return self.handoffs(account_id).document(handoff_id)
+
+    def artifacts(self, account_id: str, workflow_id: str) -> firestore.CollectionReference:
+        return self.workflow(account_id, workflow_id).collection("artifacts")
+
+    def artifact(self, account_id: str, workflow_id: str, artifact_id: str) -> DocRef:
+        return self.artifacts(account_id, workflow_id).document(artifact_id)
+
     # Billing: one record per Stripe event processed (exactly-once), the Stripe customer → account index, and the
     # events no account claimed (for an operator to look at).
     def stripe_event(self, event_id: str) -> DocRef:
@@ -173,7 +187,10 @@ class Store:
             else:
                 batch.delete(ref, option=option)
         with self._rpc("commit"):
-            batch.commit(retry=None, timeout=self.timeout)
+            try:
+                batch.commit(retry=None, timeout=self.timeout)
+            except gexc.NotFound as exc:  # an update of a document a concurrent commit deleted: a lost race too
+                raise WriteConflict(str(exc)) from exc
         self._count("written", len(writes.ops))
 
     def query(

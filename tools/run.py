@@ -57,11 +57,18 @@ def main() -> int:
             return 2
         os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
     os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "qorch-local")
+    s3 = None
     try:
+        if not os.environ.get("QORCH_S3_BUCKET"):  # artifacts: moto as the local S3 endpoint, bucket created
+            from tools.locals3 import LocalS3
+
+            s3 = LocalS3().start()
         key = bootstrap_dev_account()
         print(
             f"\nFirestore emulator: {os.environ['FIRESTORE_EMULATOR_HOST']} (project "
             f"{os.environ['GOOGLE_CLOUD_PROJECT']})\n"
+            f"Object store (artifacts): {os.environ.get('QORCH_S3_ENDPOINT_URL', 'AWS S3')} bucket "
+            f"{os.environ['QORCH_S3_BUCKET']}{' (moto)' if s3 else ''}\n"
             f"Dev account: {DEV_ACCOUNT} (plan dev, entitled)\n"
             f"Owner API key (also in {KEY_FILE.relative_to(ROOT)}):\n  {key}\n"
             f"Serving http://127.0.0.1:{port}/v1  (Ctrl-C stops everything)\n",
@@ -73,6 +80,8 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if s3:
+            s3.stop()
         if emulator:
             emulator.stop()
             print("Stopped the Firestore emulator.", flush=True)

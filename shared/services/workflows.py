@@ -7,34 +7,39 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
-from shared import billing, idempotency, plans
+from shared import artifact as artifact_domain
+from shared import billing, clock, idempotency, plans
+from shared import handoff as handoff_domain
 from shared import workflow as domain
 from shared.auth import Principal
 from shared.config import config
 from shared.errors import Forbidden, NotFound, ValidationFailed, VersionConflict
 from shared.idempotency import IdempotencyRequest, Outcome
 from shared.models import (
+    Artifact,
     ChangeResult,
     CreateWorkflowRequest,
     Event,
     EventPage,
+    Handoff,
     RollbackRequest,
     TransitionRequest,
     Workflow,
     WorkflowPage,
 )
 from shared.state_machine import Role, State, is_active
-from shared.store import Increment, Snapshot, Store, WriteConflict, Writes
+from shared.store import DeleteField, Increment, Snapshot, Store, WriteConflict, Writes
 
 # A lost race re-reads and re-validates; bounded so a hot workflow answers 409 rather than spinning.
 MAX_ATTEMPTS = 10
-_CHANGED_FIELDS = ("state", "role", "version", "retry_count", "updated_at", "final")
+_CHANGED_FIELDS = frozenset({"state", "role", "version", "retry_count", "updated_at", "final", "current_handoff",
+                             "outgoing_artifacts"})
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def _event_doc(event: Event) -> dict:
@@ -71,6 +76,8 @@ def create_workflow(
                                config().billing_grace_days)
         workflow, event = domain.create(request, account_id=principal.account_id, actor=principal.key_id, now=at,
                                         plan=account.get("plan") or plans.DEV)
+        handoffs = handoff_domain.on_create(workflow, event, at)  # the first role's work, in the same commit
+        workflow = handoffs.workflow
         outcome = Outcome(body=domain.view(workflow, principal.roles).model_dump(mode="json"))
         writes = Writes()
         # The account's update time guards the count, so concurrent creates are serialised (quota-safe).
@@ -78,6 +85,7 @@ def create_workflow(
                       if_updated_at=account.update_time)
         writes.create(store.workflow(principal.account_id, workflow.id), workflow.to_document())
         writes.create(store.event(principal.account_id, workflow.id, 1), _event_doc(event))
+        stage_handoffs(store, principal.account_id, handoffs, writes)
         if idem:
             writes.replace(idem_ref, idempotency.record(idem, outcome, at), snaps[idem_ref.path])
         try:
@@ -205,11 +213,17 @@ def _change(
             raise VersionConflict(f"The workflow is at version {workflow.version}, not {expected_version}.",
                                   current_version=workflow.version)
         moved, event = decide(workflow, snaps, at)
+        # The hand-offs follow in the same commit; the workflow's update time guards them too, since every write
+        # of a hand-off (claim, heartbeat, release) also writes the workflow's `current_handoff`.
+        effect = handoff_domain.on_change(workflow, moved, event, at)
+        moved = effect.workflow
         result = ChangeResult(workflow=domain.view(moved, principal.roles), event=event)
         outcome = Outcome(body=result.model_dump(mode="json"))
         writes = Writes()
-        writes.update(wf_ref, {f: getattr(moved, f) for f in _CHANGED_FIELDS}, if_updated_at=wf_snap.update_time)
+        writes.update(wf_ref, moved.model_dump(mode="python", include=_CHANGED_FIELDS),
+                      if_updated_at=wf_snap.update_time)
         writes.create(store.event(principal.account_id, workflow_id, event.seq), _event_doc(event))
+        stage_handoffs(store, principal.account_id, effect, writes)
         if (delta := int(is_active(moved.state)) - int(is_active(workflow.state))) != 0:
             writes.update(store.account(principal.account_id), {"active_workflows": Increment(delta)},
                           if_updated_at=None)
@@ -223,15 +237,49 @@ def _change(
     raise VersionConflict("The workflow is changing too fast; read it again and retry.")
 
 
+def stage_handoffs(store: Store, account_id: str, effect: handoff_domain.Effect, writes: Writes) -> None:
+    """Add a workflow change's hand-off writes to its commit. Each open hand-off keeps a copy of its workflow, so a
+    claim can answer with the workflow from its one query (the copy is refreshed by every change). The copy is JSON
+    text: one string to skip over for every candidate a claim reads, parsed for the one it claims, never indexed."""
+    copy = effect.workflow.model_dump_json()
+    if effect.closed:
+        writes.update(store.handoff(account_id, effect.closed),
+                      {"status": effect.closed_status, "closed_at": effect.at, "closed_seq": effect.seq,
+                       "claimable_at": DeleteField, "workflow": copy}, if_updated_at=None)
+    if effect.kept:
+        writes.update(store.handoff(account_id, effect.kept), {"workflow": copy}, if_updated_at=None)
+    if effect.opened:
+        writes.create(store.handoff(account_id, effect.opened.id),
+                      handoff_document(effect.opened) | {"workflow": copy})
+
+
+def handoff_document(handoff: Handoff) -> dict:
+    """A hand-off's stored fields, with `claimable_at` (the work queue's key) while it is open."""
+    doc = handoff.model_dump(mode="python")
+    doc["claimable_at"] = handoff_domain.claimable_at(handoff) or DeleteField
+    return doc
+
+
 def transition_workflow(
     store: Store, principal: Principal, workflow_id: str, request: TransitionRequest,
     idem: IdempotencyRequest | None,
 ) -> Outcome:
-    def decide(workflow: Workflow, _: dict[str, Snapshot], at: datetime) -> tuple[Workflow, Event]:
-        return domain.transition(workflow, request.to, roles=principal.roles, actor=principal.key_id,
-                                 reason=request.reason, note=request.note, now=at)
+    artifact_refs = {a: store.artifact(principal.account_id, workflow_id, a) for a in request.artifacts}
 
-    return _change(store, principal, workflow_id, idem, decide, expected_version=request.expected_version)
+    def decide(workflow: Workflow, snaps: dict[str, Snapshot], at: datetime) -> tuple[Workflow, Event]:
+        moved, event = domain.transition(workflow, request.to, roles=principal.roles, actor=principal.key_id,
+                                         reason=request.reason, note=request.note, now=at)
+        handoff_domain.check_lease(workflow.current_handoff, key_id=principal.key_id, agent_id=request.agent_id,
+                                   is_owner=principal.is_owner, now=at)
+        if request.artifacts:
+            found = {a: Artifact.model_validate(snap.to_dict()) if (snap := snaps.get(ref.path)) and snap.exists
+                     else None for a, ref in artifact_refs.items()}
+            artifact_domain.require_attachable(request.artifacts, found)
+            event = event.model_copy(update={"artifacts": list(request.artifacts)})
+        return moved, event
+
+    return _change(store, principal, workflow_id, idem, decide, expected_version=request.expected_version,
+                   extra_refs=tuple(artifact_refs.values()))
 
 
 def rollback_workflow(

@@ -1,0 +1,9 @@
+from shared.http import ApiRequest, Reply, endpoint
+from shared.objectstore import get_object_store
+from shared.services import artifacts
+
+
+@endpoint("get_artifact")
+def get_artifact(req: ApiRequest) -> Reply:
+    return Reply(artifacts.get_artifact(req.store, get_object_store(), req.caller, req.params["workflow_id"],
+                                        req.params["artifact_id"]))

@@ -1,0 +1,8 @@
+from shared.http import ApiRequest, Reply, endpoint
+from shared.services import handoffs
+
+
+@endpoint("release_handoff")
+def release_handoff(req: ApiRequest) -> Reply:
+    return Reply.of(handoffs.release_handoff(req.store, req.caller, req.params["workflow_id"],
+                                             req.params["handoff_id"], req.body, req.idempotency))
