@@ -354,3 +354,20 @@ def test_release_expired_leases_returns_lapsed_claims_to_the_queue(api, tenant, 
     views = {w: api.get(f"/v1/workflows/{w}", tenant.owner).body["current_handoff"] for w in (lapsed, live)}
     assert views[lapsed]["status"] == "PENDING" and views[lapsed]["claimed_by"] is None
     assert views[live]["status"] == "CLAIMED"
+
+
+def test_a_repeated_release_or_heartbeat_with_its_idempotency_key_is_replayed(api, tenant):
+    wf = api.create(tenant)
+    worker = agent(api, tenant, Q, "w")
+    h = worker.claim(expect=200).body["handoff"]
+    path = f"/v1/workflows/{wf['id']}/handoffs/{h['id']}"
+    beat = api.post(f"{path}/heartbeat", {"agent_id": "w"}, worker.key, headers={"Idempotency-Key": "hb-1"})
+    assert beat.status == 200, beat.body
+    first = api.post(f"{path}/release", {"agent_id": "w"}, worker.key, headers={"Idempotency-Key": "rel-1"})
+    assert first.status == 200, first.body
+    before = snapshot_all(api.store)
+    again = api.post(f"{path}/release", {"agent_id": "w"}, worker.key, headers={"Idempotency-Key": "rel-1"})
+    assert again.status == 200 and again.body == first.body and again.headers["Idempotent-Replayed"] == "true"
+    assert snapshot_all(api.store) == before
+    refused(api, lambda: api.post(f"{path}/release", {"agent_id": "w"}, worker.key,
+                                  headers={"Idempotency-Key": "hb-1"}), 422, "idempotency_key_reused")
