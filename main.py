@@ -32,6 +32,18 @@ def _cloud_event_entry(function: str) -> Any:
     return functions_framework.cloud_event(entry)
 
 
+def unmatched_path(_: Exception) -> Any:
+    """Flask's own 404, for a path that functions-framework's catch-all route cannot match at all (`<path:path>`
+    does not match a newline, e.g. `/v1/workflows/a%0Ab`): answered like any unknown path, in problem+json."""
+    from shared.errors import NotFound
+    from shared.http import problem_response
+
+    return problem_response(NotFound("No such resource."), flask.request.path)
+
+
+# functions-framework runs this module inside the function's app, so this registers there (elsewhere: a no-op).
+functions_framework.errorhandler(404)(unmatched_path)
+
 for _route in ROUTES:
     globals()[_route.function] = _http_entry(_route.function)
 for _event_function in EVENT_FUNCTIONS:

@@ -28,4 +28,6 @@ def router(request: flask.Request) -> Any:
 
 
 def create_app() -> flask.Flask:
-    return functions_framework.create_app(target="router", source=str(Path(__file__)), signature_type="http")
+    app = functions_framework.create_app(target="router", source=str(Path(__file__)), signature_type="http")
+    app.register_error_handler(404, main.unmatched_path)  # `main` may have been imported before this app existed
+    return app
