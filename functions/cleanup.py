@@ -1,0 +1,40 @@
+"""The scheduled cleanup, a CloudEvent function: Cloud Scheduler publishes to the `qorch-cleanup` topic every 15
+minutes and each message runs `shared.services.cleanup` once. The message may carry a JSON `CleanupRequest`
+(`{"tasks": [...], "max_documents": N, "max_seconds": S}`); the scheduler sends `{}`. One JSON log line per run."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from typing import Any
+
+import pydantic
+
+from shared.services import cleanup as service
+from shared.store import get_store
+
+
+def parse(cloud_event: Any) -> service.CleanupRequest:
+    """The request in a Pub/Sub CloudEvent (`data.message.data` is base64 JSON); empty means the defaults."""
+    data = cloud_event.get_data() if hasattr(cloud_event, "get_data") else cloud_event
+    message = (data or {}).get("message") or {}
+    raw = base64.b64decode(message.get("data") or b"").strip() or b"{}"
+    return service.CleanupRequest.model_validate_json(raw)
+
+
+def _emit(line: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(line, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def cleanup(cloud_event: Any) -> None:
+    try:
+        request = parse(cloud_event)
+    except (pydantic.ValidationError, ValueError) as exc:
+        # A malformed trigger is not retried (it would fail again): say why and do nothing.
+        _emit({"severity": "ERROR", "message": f"cleanup: refused the trigger's message: {exc}",
+               "function": "cleanup"})
+        return
+    report = service.run(get_store(), budget=request.budget(), tasks=request.tasks)
+    _emit(report.log_line())
