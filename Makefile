@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint fmt docs admin clean
+.PHONY: run test bench lint fmt docs admin cleanup deploy-files deploy clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,18 @@ docs: $(STAMP)
 # make admin ARGS="create-account --name Acme --entitled"
 admin: $(STAMP)
 	$(PY) -m tools.admin $(ARGS)
+
+# The scheduled cleanup, once, here (against FIRESTORE_EMULATOR_HOST, e.g. make run's): make cleanup ARGS="--tasks stale"
+cleanup: $(STAMP)
+	$(PY) -m tools.cleanup $(ARGS)
+
+# Regenerate serverless.yml, infra/api-gateway.yaml and infra/deploy-plan.sh from the code (make test checks them).
+deploy-files: $(STAMP)
+	$(PY) -m tools.gendeploy
+
+# Deploy to Google Cloud: PROJECT=my-project [REGION=europe-west1] make deploy [STEPS="functions"] (docs/deploy.md)
+deploy: $(STAMP)
+	PYTHON=$(PY) infra/deploy.sh $(STEPS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .qorch

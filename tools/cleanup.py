@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from shared.services import cleanup as service
@@ -22,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-documents", type=int, default=service.Budget.max_documents)
     parser.add_argument("--max-seconds", type=float, default=service.Budget.max_seconds)
     args = parser.parse_args(argv)
+    if not os.environ.get("FIRESTORE_EMULATOR_HOST") and not os.environ.get("GOOGLE_CLOUD_PROJECT"):
+        print("error: set FIRESTORE_EMULATOR_HOST (make run prints it) or GOOGLE_CLOUD_PROJECT (a real project, "
+              "with gcloud auth application-default login)", file=sys.stderr)
+        return 2
     try:
         request = service.CleanupRequest(tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
                                          max_documents=args.max_documents, max_seconds=args.max_seconds)
