@@ -12,8 +12,9 @@ Each run does, in this order, as much as its budgets allow:
 Cost follows the work, not the data. Every candidate is found by an index-backed query, oldest first, with the
 exact cutoff of one plan (a workflow carries the `plan` of its account, so each plan is one query): no query
 returns anything that is not due. What a run finishes drops out of the next run's query, so no cursor is kept
-between runs. The account of each candidate is read once per run (batched) so that its *current* plan decides: a
-workflow whose account changed plan is re-tagged instead (and then found by its new plan's query).
+between runs. So that the account's *current* plan decides, a candidate's account is read (batched, once per run)
+unless the candidate is due on every plan; a workflow whose account changed plan and that is not due on the new
+one is re-tagged instead (and then found by its new plan's query).
 
 Every write is guarded by a precondition (or is an idempotent delete), so two overlapping runs never cancel or
 delete anything twice, and neither fails.
@@ -215,9 +216,11 @@ class _Run:
                 return
             cursor = {order_field: page[-1].get(order_field), "__name__": page[-1].reference}
 
-    def current_plans(self, page: list[Snapshot]) -> None:
-        """One batched read of the accounts of `page` that this run has not read yet."""
-        missing = sorted({account_of(s) for s in page} - self.accounts.keys())
+    def current_plans(self, page: list[Snapshot], due_on_every_plan: datetime) -> None:
+        """One batched read of the accounts of `page` that this run has not read yet, for the candidates whose
+        account's plan can matter: one idle since before `due_on_every_plan` is due whatever the plan."""
+        missing = sorted({account_of(s) for s in page if s.get("updated_at") >= due_on_every_plan}
+                         - self.accounts.keys())
         if missing:
             snaps = self.store.get_many([self.store.account(a) for a in missing])
             self.accounts.update({a: snaps[self.store.account(a).path] for a in missing})
@@ -335,8 +338,9 @@ def _stale_workflows(plan: str) -> Callable[[_Run, TaskReport], None]:
         days = ctx.policy.plans[plan].stale_after_days
         filters = [("plan", "==", plan), ("state", "in", ACTIVE_STATES),
                    ("updated_at", "<", ctx.now - timedelta(days=days))]
+        longest = max(limits.stale_after_days for limits in ctx.policy.plans.values())
         for page in ctx.pages("workflows", filters, "updated_at", _CANCEL_COST, task):
-            ctx.current_plans(page)
+            ctx.current_plans(page, ctx.now - timedelta(days=longest))
             for snap in page:
                 if not ctx.room(_CANCEL_COST):
                     ctx.halt(task)
@@ -395,8 +399,9 @@ def _retention(plan: str) -> Callable[[_Run, TaskReport], None]:
     def work(ctx: _Run, task: TaskReport) -> None:
         days = ctx.policy.plans[plan].retention_days
         filters = [("plan", "==", plan), ("final", "==", True), ("updated_at", "<", ctx.now - timedelta(days=days))]
+        longest = max(limits.retention_days for limits in ctx.policy.plans.values())
         for page in ctx.pages("workflows", filters, "updated_at", _DELETE_COST, task):
-            ctx.current_plans(page)
+            ctx.current_plans(page, ctx.now - timedelta(days=longest))
             for snap in page:
                 cost = _DELETE_COST + int(snap.get("version") or 0)
                 if not ctx.room(cost) and not (task.done == task.skipped == 0 and ctx.room(1)):
