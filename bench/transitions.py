@@ -1,0 +1,355 @@
+"""Transition benchmark: what one workflow change costs, against the real Firestore emulator.
+
+1. Service level, uncontended: SAMPLES transitions (DISCOVERY <-> PLANNING) through `transition_workflow`; p50/p99.
+2. The floor: right after each of those, the same documents read and written straight on the Firestore client, on a
+   copy of the data in a second project: one `get_all` of the refs the service read, one batched commit of the very
+   writes it committed, with the same `update_time` precondition. No validation, no models: what the two RPCs cost.
+   The ratio service/floor (p50) says what the product adds (goal <= 1.2).
+3. HTTP level: HTTP_SAMPLES transitions through the local router over real HTTP (auth read included); p50/p99.
+4. Contention: WORKERS threads make CONTENDED transitions on one workflow, each a toggle that re-reads on a lost race
+   (the product's write: batched read, decide, precondition commit); then the textbook `@firestore.transactional`
+   read-modify-write of the same documents. The transactional run is bounded by TX_BUDGET_SECONDS (workers take no
+   new transition after it; the output says when it stopped early and extrapolates its rate).
+
+Timings are wall-clock on this machine's emulator, printed for comparison between runs, never asserted. Counts
+(RPCs, committed transitions, the event log) are checked.
+
+    python -m bench transitions        (or `make bench`, which runs every bench module's `run()`)
+
+Uses the emulator named by FIRESTORE_EMULATOR_HOST, else starts one for the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import statistics
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+SAMPLES = 400
+HTTP_SAMPLES = 300
+WARM_UP = 40
+WORKERS = 16
+CONTENDED = 400
+TX_BUDGET_SECONDS = float(os.environ.get("QORCH_BENCH_TX_SECONDS", "60"))
+GOAL = 1.2
+
+
+def run() -> None:
+    from tools.emulator import Emulator
+
+    emulator = None
+    if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
+        emulator = Emulator().start()
+        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
+    try:
+        _run()
+    finally:
+        if emulator:
+            emulator.stop()
+            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+
+
+# ---- helpers -----------------------------------------------------------------------------------------------------
+
+
+def _ms(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return 1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _p(samples: list[float]) -> str:
+    return f"p50 {_ms(samples, 0.5):6.2f} ms   p99 {_ms(samples, 0.99):6.2f} ms   (n={len(samples)})"
+
+
+def _tenant(store: Any) -> tuple[Any, str]:
+    """An entitled account and its owner: (principal, api key)."""
+    from shared.auth import authenticate
+    from shared.services import accounts
+    from shared.state_machine import Role
+
+    account = accounts.create_account(store, "Bench", entitled=True)
+    key, _ = accounts.create_key(store, account.id, [Role.OWNER], name="owner")
+    return authenticate(store, f"Bearer {key}"), key
+
+
+def _new_workflow(store: Any, owner: Any) -> str:
+    from shared.models import CreateWorkflowRequest
+    from shared.services.workflows import create_workflow
+
+    return create_workflow(store, owner, CreateWorkflowRequest(title="bench"), None).body["id"]
+
+
+def _other(state: Any) -> Any:
+    from shared.state_machine import State
+
+    return State.PLANNING if state is State.DISCOVERY else State.DISCOVERY
+
+
+def _copy_project(source: Any, target: Any) -> None:
+    """Every document of `source` (a firestore client) written as is into `target`'s project."""
+    def walk(collections: Any) -> None:
+        batch = target.batch()
+        for col in collections:
+            for doc in col.list_documents():
+                snap = doc.get()
+                if snap.exists:
+                    batch.set(target.document(doc.path), snap.to_dict())
+                walk(doc.collections())
+        batch.commit()
+
+    walk(source.collections())
+
+
+class Recorder:
+    """While in use, wraps a Store's `get_many` and `commit` to keep what the last call read and wrote."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.read: list[str] = []
+        self.ops: list[tuple[str, str, Any, bool]] = []
+
+    def __enter__(self) -> Recorder:
+        get_many, commit = self.store.get_many, self.store.commit
+
+        def recording_get_many(refs: list) -> Any:
+            self.read = [r.path for r in refs]
+            return get_many(refs)
+
+        def recording_commit(writes: Any) -> None:
+            commit(writes)
+            self.ops = [(op, ref.path, data, when is not None) for op, ref, data, when in writes.ops]
+
+        self.store.get_many, self.store.commit = recording_get_many, recording_commit
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.store.get_many, self.store.commit  # the class's methods again
+
+
+def _floor(client: Any, read: list[str], ops: list[tuple[str, str, Any, bool]]) -> float:
+    """One bare batched read and one batched commit of the same documents, same precondition; its duration."""
+    started = time.perf_counter()
+    snaps = {s.reference.path: s for s in client.get_all([client.document(p) for p in read])}
+    batch = client.batch()
+    for op, path, data, guarded in ops:
+        ref = client.document(path)
+        option = client.write_option(last_update_time=snaps[path].update_time) if guarded else None
+        if op == "create":
+            batch.create(ref, data)
+        elif op == "update":
+            batch.update(ref, data, option=option)
+        elif op == "set":
+            batch.set(ref, data)
+        else:
+            batch.delete(ref, option=option)
+    batch.commit()
+    return time.perf_counter() - started
+
+
+# ---- 1-3: one change at a time -----------------------------------------------------------------------------------
+
+
+def _uncontended(store: Any, floor_client: Any, owner: Any) -> None:
+    from shared.models import TransitionRequest
+    from shared.services.workflows import get_workflow, transition_workflow
+    from shared.state_machine import State
+    from tests.helpers import assert_event_log
+
+    wf = _new_workflow(store, owner)
+    _copy_project(store.client, floor_client)
+    state = State(get_workflow(store, owner, wf)["state"])
+    service: list[float] = []
+    floor: list[float] = []
+    store.rpcs.clear()
+    with Recorder(store) as recorder:
+        for i in range(WARM_UP + SAMPLES):
+            state = _other(state)
+            started = time.perf_counter()
+            transition_workflow(store, owner, wf, TransitionRequest(to=state), None)
+            took = time.perf_counter() - started
+            floor_took = _floor(floor_client, recorder.read, recorder.ops)  # right after: the same conditions
+            if i >= WARM_UP:
+                service.append(took)
+                floor.append(floor_took)
+    rpcs = Counter(store.rpcs)
+    assert rpcs == Counter({"batch_get": WARM_UP + SAMPLES, "commit": WARM_UP + SAMPLES}), rpcs
+    assert assert_event_log(store, owner.account_id, wf).version == 1 + WARM_UP + SAMPLES
+    ratio = statistics.median(service) / statistics.median(floor)
+    print(f"  service transition, uncontended     {_p(service)}   RPCs each: 1 batch_get + 1 commit")
+    print(f"  floor (bare get_all + batch commit) {_p(floor)}   "
+          f"the same {len(recorder.read)} read / {len(recorder.ops)} written documents, same precondition")
+    print(f"  ratio service/floor at p50: {ratio:.2f}   (goal <= {GOAL}: {'met' if ratio <= GOAL else 'NOT met'})")
+
+
+def _http(store: Any, owner: Any, key: str) -> None:
+    from shared.state_machine import State
+    from shared.store import use_store
+    from tests.live import LiveServer
+    from tools.router import create_app
+
+    wf = _new_workflow(store, owner)
+    use_store(store)
+    state = State.DISCOVERY
+    samples: list[float] = []
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), LiveServer(create_app()) as server:  # one log line each
+            for i in range(WARM_UP + HTTP_SAMPLES):
+                state = _other(state)
+                started = time.perf_counter()
+                r = server.request("POST", f"/v1/workflows/{wf}/transitions", key=key, body={"to": state.value})
+                took = time.perf_counter() - started
+                assert r.status == 200, r.body
+                if i >= WARM_UP:
+                    samples.append(took)
+    finally:
+        use_store(None)
+    print(f"  HTTP transition via local router    {_p(samples)}   (a new connection each, auth read included)")
+
+
+# ---- 4: contention -----------------------------------------------------------------------------------------------
+
+
+def _race(worker: Callable[[], bool], budget: float | None) -> tuple[float, int, int, bool]:
+    """WORKERS threads share CONTENDED tickets; a ticket is one transition, which its worker retries (as a client
+    would) until `worker()` says it committed. Returns (seconds, committed, refusals retried, stopped at budget)."""
+    lock = threading.Lock()
+    tickets = [CONTENDED]
+    counts: Counter[str] = Counter()
+    barrier = threading.Barrier(WORKERS + 1)
+    deadline: list[float] = []
+
+    def past_deadline() -> bool:
+        return bool(deadline) and time.perf_counter() > deadline[0]
+
+    def loop() -> None:
+        barrier.wait()
+        while True:
+            with lock:
+                if tickets[0] == 0 or past_deadline():
+                    return
+                tickets[0] -= 1
+            while not worker():
+                with lock:
+                    counts["refused"] += 1
+                if past_deadline():
+                    return
+            with lock:
+                counts["committed"] += 1
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(WORKERS)]
+    for t in threads:
+        t.start()
+    started = time.perf_counter()
+    if budget is not None:
+        deadline.append(started + budget)
+    barrier.wait()
+    for t in threads:
+        t.join(timeout=None if budget is None else max(1.0, started + budget + 120 - time.perf_counter()))
+    seconds = time.perf_counter() - started
+    stuck = sum(t.is_alive() for t in threads)
+    if stuck:
+        print(f"    ({stuck} workers still inside a transaction at the cut-off; not waited for)")
+    return seconds, counts["committed"], counts["refused"], counts["committed"] < CONTENDED
+
+
+def _contention(store: Any, owner: Any) -> None:
+    from google.cloud import firestore
+
+    from shared import handoff as handoff_domain
+    from shared import workflow as domain
+    from shared.errors import VersionConflict
+    from shared.models import Workflow
+    from shared.services import workflows as service
+    from shared.store import Writes
+    from tests.helpers import assert_event_log
+
+    def toggle(workflow: Workflow, _: Any, at: Any) -> Any:
+        return domain.transition(workflow, _other(workflow.state), roles=owner.roles, actor=owner.key_id,
+                                 reason="", note="", now=at)
+
+    # The product's write: read, decide, precondition commit; a lost race re-reads (bounded, then 409).
+    wf = _new_workflow(store, owner)
+    store.rpcs.clear()
+
+    def precondition_worker() -> bool:
+        try:
+            service._change(store, owner, wf, None, toggle)
+            return True
+        except VersionConflict:
+            return False
+
+    seconds, committed, refused, _ = _race(precondition_worker, None)
+    rpcs = Counter(store.rpcs)
+    assert committed == CONTENDED and assert_event_log(store, owner.account_id, wf).version == 1 + CONTENDED
+    print(f"  contention, {WORKERS} workers x {CONTENDED} transitions on one workflow (a refused one is retried)")
+    print(f"    precondition writes (the product): {committed} committed in {seconds:.2f} s "
+          f"({committed / seconds:.0f}/s); per committed transition {rpcs['batch_get'] / committed:.1f} reads + "
+          f"{rpcs['commit'] / committed:.1f} commits; {refused} answered 409 after {service.MAX_ATTEMPTS} lost "
+          "races and were retried by the worker")
+
+    # The textbook version: the same read and the same writes in a read-write transaction.
+    wf_tx = _new_workflow(store, owner)
+    wf_ref = store.workflow(owner.account_id, wf_tx)
+
+    @firestore.transactional
+    def in_transaction(transaction: Any) -> None:
+        at = service.now()
+        workflow = Workflow.model_validate(wf_ref.get(transaction=transaction).to_dict())
+        moved, event = toggle(workflow, None, at)
+        effect = handoff_domain.on_change(workflow, moved, event, at)
+        writes = Writes()
+        writes.update(wf_ref, effect.workflow.model_dump(mode="python", include=service._CHANGED_FIELDS),
+                      if_updated_at=None)
+        writes.create(store.event(owner.account_id, wf_tx, event.seq), service._event_doc(event))
+        service.stage_handoffs(store, owner.account_id, effect, writes)
+        for op, ref, data, _ in writes.ops:
+            getattr(transaction, op)(ref, data)
+
+    def transactional_worker() -> bool:
+        try:
+            in_transaction(store.client.transaction())
+            return True
+        except Exception:  # the client gives up after its attempts (ValueError, Aborted): counted, not fatal
+            return False
+
+    tx_seconds, tx_committed, tx_refused, stopped = _race(transactional_worker, TX_BUDGET_SECONDS)
+    tx_version = assert_event_log(store, owner.account_id, wf_tx).version
+    bound = f" (STOPPED at the {TX_BUDGET_SECONDS:.0f} s bound, QORCH_BENCH_TX_SECONDS)" if stopped else ""
+    print(f"    @firestore.transactional: {tx_committed} of {CONTENDED} committed in {tx_seconds:.2f} s{bound}; "
+          f"{tx_refused} gave up after the client's own retries and were retried by the worker; "
+          f"workflow version {tx_version}")
+    if tx_committed and not stopped:
+        print(f"    wall time ratio transactional/precondition: {tx_seconds / seconds:.1f}x")
+    elif tx_committed:
+        projected = tx_seconds / tx_committed * CONTENDED
+        print(f"    wall time ratio transactional/precondition: >= {tx_seconds / seconds:.1f}x (bounded run); at its "
+              f"measured rate all {CONTENDED} would take ~{projected:.0f} s, ~{projected / seconds:.0f}x")
+    else:
+        print(f"    wall time ratio transactional/precondition: >= {tx_seconds / seconds:.1f}x (nothing committed "
+              "within the bound)")
+
+
+def _run() -> None:
+    from google.cloud import firestore
+
+    from shared.store import Store
+
+    run_id = uuid.uuid4().hex[:8]
+    store = Store(firestore.Client(project=f"bench-transitions-{run_id}"))
+    floor_client = firestore.Client(project=f"bench-floor-{run_id}")
+    owner, key = _tenant(store)
+    print("transition benchmark (Firestore emulator on this machine; wall-clock, for comparison between runs)")
+    _uncontended(store, floor_client, owner)
+    _http(store, owner, key)
+    _contention(store, owner)
+
+
+if __name__ == "__main__":
+    run()
