@@ -106,6 +106,11 @@ def test_stale_active_workflows_are_cancelled_by_the_system_through_the_validato
     assert (last.type, last.from_state, last.to_state, last.actor) == (
         "TRANSITIONED", "DESIGN", "CANCELLED", "system:cleanup")
     assert "no change for 31 days" in last.reason and "30 days" in last.reason
+    assert wf.current_handoff is None  # its open hand-off was cancelled in the same commit, as by any cancel
+    handoffs = [d for p, d in snapshot_all(store).items() if p.startswith(f"accounts/{acct}/handoffs/")
+                and d["workflow_id"] == stale["id"]]
+    assert handoffs and all(h["status"] in ("COMPLETED", "CANCELLED") for h in handoffs)
+    assert [h["closed_seq"] for h in handoffs if h["status"] == "CANCELLED"] == [4]
     assert accounts.get_account(store, acct).active_workflows == active_before - 1
     after = snapshot_all(store)
     touched = changed(before, after)
