@@ -156,7 +156,11 @@ class Store:
         try:
             yield
         except _CONFLICTS as exc:
-            raise WriteConflict(str(exc)) from exc
+            if name == "commit":
+                raise WriteConflict(str(exc)) from exc
+            # A read refused with FAILED_PRECONDITION is a query whose index is missing or still building: the
+            # service cannot answer yet, which the caller hears as 503 (and the log line names the cause).
+            raise Unavailable("The store cannot serve this read yet (an index is missing or building).") from exc
         except _UNREACHABLE as exc:
             raise Unavailable("The document store did not answer in time; retry shortly.") from exc
 
