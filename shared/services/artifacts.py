@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from shared import artifact as domain
-from shared import clock, idempotency, plans
+from shared import clock, plans
 from shared import state_machine as sm
 from shared.auth import Principal
 from shared.errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed, VersionConflict
@@ -27,6 +27,7 @@ from shared.models import (
     Workflow,
 )
 from shared.objectstore import ObjectStore
+from shared.services.commits import commit_change
 from shared.services.workflows import MAX_ATTEMPTS, _decode_token, _encode_token
 from shared.store import Snapshot, Store, WriteConflict, Writes
 
@@ -66,14 +67,8 @@ def create_artifact(store: Store, objects: ObjectStore, principal: Principal, wo
     role of the workflow's current state may add work products to it."""
     wf_ref = store.workflow(principal.account_id, workflow_id)
     account_ref = store.account(principal.account_id)
-    idem_ref = store.idempotency(principal.account_id, idem.key_hash) if idem else None
-    refs = [wf_ref, account_ref, *([idem_ref] if idem_ref else [])]
-    for _ in range(MAX_ATTEMPTS):
-        at = clock.now()
-        snaps = store.get_many(refs)
-        idem_snap = snaps[idem_ref.path] if idem_ref else None
-        if idem and (replayed := idempotency.replay(idem_snap, idem, at)):
-            return replayed
+
+    def decide(snaps: dict[str, Snapshot], at: datetime) -> tuple[dict, Writes]:
         wf_snap = snaps[wf_ref.path]
         if not wf_snap.exists:
             raise NotFound("No workflow with that id.")
@@ -92,18 +87,13 @@ def create_artifact(store: Store, objects: ObjectStore, principal: Principal, wo
                                            content_type=artifact.content_type, size_bytes=artifact.size_bytes,
                                            sha256_hex=artifact.sha256, expires_in=_ttl_seconds())
         upload = PresignedRequest(method="PUT", url=url, headers=headers, expires_at=artifact.upload_expires_at)
-        outcome = Outcome(body=ArtifactCreated(artifact=artifact, upload=upload).model_dump(mode="json"))
         writes = Writes()
         writes.create(store.artifact(principal.account_id, workflow_id, artifact.id),
                       artifact.model_dump(mode="python"))
-        if idem and idem_ref and idem_snap:
-            writes.replace(idem_ref, idempotency.record(idem, outcome, at), idem_snap)
-        try:
-            store.commit(writes)
-            return outcome
-        except WriteConflict:
-            continue  # only a same-key race can conflict here: the re-read replays it
-    raise VersionConflict("Too many concurrent requests with this Idempotency-Key; retry.")
+        return ArtifactCreated(artifact=artifact, upload=upload).model_dump(mode="json"), writes
+
+    return commit_change(store, principal.account_id, idem, [wf_ref, account_ref], decide, attempts=MAX_ATTEMPTS,
+                         exhausted="Too many concurrent requests with this Idempotency-Key; retry.")
 
 
 def complete_artifact(store: Store, objects: ObjectStore, principal: Principal, workflow_id: str,

@@ -19,7 +19,7 @@ from shared import clock, idempotency
 from shared import handoff as domain
 from shared import workflow as workflow_domain
 from shared.auth import Principal
-from shared.errors import NotFound, ValidationFailed, VersionConflict
+from shared.errors import NotFound, ValidationFailed
 from shared.idempotency import IdempotencyRequest, Outcome
 from shared.models import (
     ClaimRequest,
@@ -31,6 +31,7 @@ from shared.models import (
     ReleaseRequest,
     Workflow,
 )
+from shared.services.commits import commit_change
 from shared.services.workflows import MAX_ATTEMPTS, _decode_token, _encode_token, handoff_document
 from shared.store import DocRef, Snapshot, Store, WriteConflict, Writes
 
@@ -137,28 +138,17 @@ def _change_handoff(store: Store, principal: Principal, workflow_id: str, handof
     """Read the hand-off (one batched RPC with the Idempotency-Key record), decide, and commit it with the
     workflow's `current_handoff` under the hand-off's update time; on a lost race, read again."""
     ref = store.handoff(principal.account_id, handoff_id)
-    idem_ref = store.idempotency(principal.account_id, idem.key_hash) if idem else None
-    refs = [ref, *([idem_ref] if idem_ref else [])]
-    for _ in range(MAX_ATTEMPTS):
-        at = clock.now()
-        snaps = store.get_many(refs)
-        idem_snap = snaps[idem_ref.path] if idem_ref else None
-        if idem and (replayed := idempotency.replay(idem_snap, idem, at)):
-            return replayed
+
+    def change(snaps: dict[str, Snapshot], at: datetime) -> tuple[dict, Writes]:
         snap = snaps[ref.path]
         changed = decide(_load(snap, workflow_id), at)
-        outcome = Outcome(body=changed.model_dump(mode="json"))
         writes = Writes()
         writes.update(ref, handoff_document(changed), if_updated_at=snap.update_time)
         writes.update(store.workflow(principal.account_id, workflow_id), _wf_current(changed), if_updated_at=None)
-        if idem and idem_ref and idem_snap:
-            writes.replace(idem_ref, idempotency.record(idem, outcome, at), idem_snap)
-        try:
-            store.commit(writes)
-            return outcome
-        except WriteConflict:
-            continue
-    raise VersionConflict("The hand-off is changing too fast; read it again and retry.")
+        return changed.model_dump(mode="json"), writes
+
+    return commit_change(store, principal.account_id, idem, [ref], change, attempts=MAX_ATTEMPTS,
+                         exhausted="The hand-off is changing too fast; read it again and retry.")
 
 
 def heartbeat_handoff(store: Store, principal: Principal, workflow_id: str, handoff_id: str,

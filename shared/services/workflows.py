@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from shared import artifact as artifact_domain
-from shared import billing, clock, idempotency, plans
+from shared import billing, clock, plans
 from shared import handoff as handoff_domain
 from shared import workflow as domain
 from shared.auth import Principal
@@ -29,8 +29,9 @@ from shared.models import (
     Workflow,
     WorkflowPage,
 )
+from shared.services.commits import commit_change
 from shared.state_machine import Role, State, is_active
-from shared.store import DeleteField, Increment, Snapshot, Store, WriteConflict, Writes
+from shared.store import DeleteField, Increment, Snapshot, Store, Writes
 
 # A lost race re-reads and re-validates; bounded so a hot workflow answers 409 rather than spinning.
 MAX_ATTEMPTS = 10
@@ -61,14 +62,8 @@ def create_workflow(
     if not principal.is_owner:
         raise Forbidden("Only an OWNER key may create workflows.")
     account_ref = store.account(principal.account_id)
-    idem_ref = store.idempotency(principal.account_id, idem.key_hash) if idem else None
-    # Every create commits against the account's update time, so N creates racing on one account take up to N
-    # rounds (one wins per round): allow more rounds than a single workflow's changes need.
-    for _ in range(4 * MAX_ATTEMPTS):
-        at = now()
-        snaps = store.get_many([account_ref] + ([idem_ref] if idem_ref else []))
-        if idem and (replayed := idempotency.replay(snaps.get(idem_ref.path), idem, at)):
-            return replayed
+
+    def decide(snaps: dict[str, Snapshot], at: datetime) -> tuple[dict, Writes]:
         account = snaps[account_ref.path]
         # Entitlement (402) and plan quota (403) from the account just read: no extra round trip. The account's
         # update-time precondition below makes the quota hold when creates race.
@@ -78,7 +73,6 @@ def create_workflow(
                                         plan=account.get("plan") or plans.DEV)
         handoffs = handoff_domain.on_create(workflow, event, at)  # the first role's work, in the same commit
         workflow = handoffs.workflow
-        outcome = Outcome(body=domain.view(workflow, principal.roles).model_dump(mode="json"))
         writes = Writes()
         # The account's update time guards the count, so concurrent creates are serialised (quota-safe).
         writes.update(account_ref, {"active_workflows": (account.get("active_workflows") or 0) + 1},
@@ -86,14 +80,12 @@ def create_workflow(
         writes.create(store.workflow(principal.account_id, workflow.id), workflow.to_document())
         writes.create(store.event(principal.account_id, workflow.id, 1), _event_doc(event))
         stage_handoffs(store, principal.account_id, handoffs, writes)
-        if idem:
-            writes.replace(idem_ref, idempotency.record(idem, outcome, at), snaps[idem_ref.path])
-        try:
-            store.commit(writes)
-            return outcome
-        except WriteConflict:
-            continue  # another create (or a billing change) won the account: re-read, re-check quota, replay
-    raise VersionConflict("Too many workflows are being created on this account at once; retry.")
+        return domain.view(workflow, principal.roles).model_dump(mode="json"), writes
+
+    # Every create commits against the account's update time, so N creates racing on one account take up to N
+    # rounds (one wins per round): allow more rounds than a single workflow's changes need.
+    return commit_change(store, principal.account_id, idem, [account_ref], decide, attempts=4 * MAX_ATTEMPTS,
+                         exhausted="Too many workflows are being created on this account at once; retry.")
 
 
 # ---- read --------------------------------------------------------------------------------------------------------
@@ -197,16 +189,8 @@ def _change(
     attempt decides on it instead of reading again, and the precondition still guards the commit.
     """
     wf_ref = store.workflow(principal.account_id, workflow_id)
-    idem_ref = store.idempotency(principal.account_id, idem.key_hash) if idem else None
-    refs = [wf_ref, *([idem_ref] if idem_ref else []), *extra_refs]
-    for attempt in range(MAX_ATTEMPTS):
-        at = now()
-        if attempt == 0 and seen is not None and len(refs) == 1:
-            snaps = {wf_ref.path: seen}
-        else:
-            snaps = store.get_many(refs)
-        if idem and (replayed := idempotency.replay(snaps.get(idem_ref.path), idem, at)):
-            return replayed
+
+    def change(snaps: dict[str, Snapshot], at: datetime) -> tuple[dict, Writes]:
         wf_snap = snaps.get(wf_ref.path)
         workflow = _load_workflow(wf_snap)
         if expected_version is not None and workflow.version != expected_version:
@@ -217,8 +201,6 @@ def _change(
         # of a hand-off (claim, heartbeat, release) also writes the workflow's `current_handoff`.
         effect = handoff_domain.on_change(workflow, moved, event, at)
         moved = effect.workflow
-        result = ChangeResult(workflow=domain.view(moved, principal.roles), event=event)
-        outcome = Outcome(body=result.model_dump(mode="json"))
         writes = Writes()
         writes.update(wf_ref, moved.model_dump(mode="python", include=_CHANGED_FIELDS),
                       if_updated_at=wf_snap.update_time)
@@ -227,14 +209,12 @@ def _change(
         if (delta := int(is_active(moved.state)) - int(is_active(workflow.state))) != 0:
             writes.update(store.account(principal.account_id), {"active_workflows": Increment(delta)},
                           if_updated_at=None)
-        if idem:
-            writes.replace(idem_ref, idempotency.record(idem, outcome, at), snaps[idem_ref.path])
-        try:
-            store.commit(writes)
-            return outcome
-        except WriteConflict:
-            continue
-    raise VersionConflict("The workflow is changing too fast; read it again and retry.")
+        result = ChangeResult(workflow=domain.view(moved, principal.roles), event=event)
+        return result.model_dump(mode="json"), writes
+
+    return commit_change(store, principal.account_id, idem, [wf_ref, *extra_refs], change, attempts=MAX_ATTEMPTS,
+                         exhausted="The workflow is changing too fast; read it again and retry.",
+                         first_read={wf_ref.path: seen} if seen is not None and not extra_refs else None)
 
 
 def stage_handoffs(store: Store, account_id: str, effect: handoff_domain.Effect, writes: Writes) -> None:
