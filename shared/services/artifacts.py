@@ -27,8 +27,9 @@ from shared.models import (
     Workflow,
 )
 from shared.objectstore import ObjectStore
+from shared.pagination import decode_page_token, encode_page_token
 from shared.services.commits import commit_change
-from shared.services.workflows import MAX_ATTEMPTS, _decode_token, _encode_token
+from shared.services.workflows import MAX_ATTEMPTS
 from shared.store import Snapshot, Store, WriteConflict, Writes
 
 DEFAULT_MAX_ARTIFACT_BYTES = 100 * 1024 * 1024
@@ -134,7 +135,7 @@ def list_artifacts(store: Store, principal: Principal, workflow_id: str, *, limi
     scope = f"artifacts:{workflow_id}"
     start_after = None
     if page_token:
-        cursor = _decode_token(page_token, scope)
+        cursor = decode_page_token(page_token, scope)
         try:
             start_after = {"created_at": datetime.fromisoformat(cursor["c"]),
                            "__name__": store.artifact(principal.account_id, workflow_id, str(cursor["id"]))}
@@ -149,7 +150,7 @@ def list_artifacts(store: Store, principal: Principal, workflow_id: str, *, limi
     token = None
     if len(snaps) > limit:
         last = artifacts[-1]
-        token = _encode_token({"s": scope, "c": last.created_at.isoformat(), "id": last.id})
+        token = encode_page_token(scope, {"c": last.created_at.isoformat(), "id": last.id})
     return ArtifactPage(artifacts=artifacts, next_page_token=token).model_dump(mode="json")
 
 

@@ -31,8 +31,9 @@ from shared.models import (
     ReleaseRequest,
     Workflow,
 )
+from shared.pagination import decode_page_token, encode_page_token
 from shared.services.commits import commit_change
-from shared.services.workflows import MAX_ATTEMPTS, _decode_token, _encode_token, handoff_document
+from shared.services.workflows import MAX_ATTEMPTS, handoff_document
 from shared.store import DocRef, Snapshot, Store, WriteConflict, Writes
 
 # Candidates per claim query: enough that 16+ agents racing for the head of the queue spread out within one result
@@ -178,7 +179,7 @@ def list_handoffs(store: Store, principal: Principal, workflow_id: str, *, limit
     scope = f"handoffs:{workflow_id}"
     before = None
     if page_token:
-        before = _decode_token(page_token, scope).get("seq")
+        before = decode_page_token(page_token, scope).get("seq")
         if not isinstance(before, int) or before < 1:
             raise ValidationFailed([{"field": "query:page_token", "message": "malformed token"}])
     snaps = store.query(store.handoffs(principal.account_id), filters=[("workflow_id", "==", workflow_id)],
@@ -187,7 +188,7 @@ def list_handoffs(store: Store, principal: Principal, workflow_id: str, *, limit
     if not snaps and not before and not store.get(store.workflow(principal.account_id, workflow_id)).exists:
         raise NotFound("No workflow with that id.")
     handoffs = [Handoff.model_validate(s.to_dict()) for s in snaps[:limit]]
-    token = _encode_token({"s": scope, "seq": handoffs[-1].seq}) if len(snaps) > limit else None
+    token = encode_page_token(scope, {"seq": handoffs[-1].seq}) if len(snaps) > limit else None
     return HandoffPage(handoffs=handoffs, next_page_token=token).model_dump(mode="json")
 
 

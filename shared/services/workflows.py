@@ -4,7 +4,6 @@ off for a second or more under contention, and agents racing on one workflow is 
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -29,6 +28,7 @@ from shared.models import (
     Workflow,
     WorkflowPage,
 )
+from shared.pagination import decode_page_token, encode_page_token
 from shared.services.commits import commit_change
 from shared.state_machine import Role, State, is_active
 from shared.store import DeleteField, Increment, Snapshot, Store, Writes
@@ -96,21 +96,6 @@ def get_workflow(store: Store, principal: Principal, workflow_id: str) -> dict:
     return domain.view(workflow, principal.roles).model_dump(mode="json")
 
 
-def _encode_token(data: dict) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def _decode_token(token: str, scope: str) -> dict:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if not isinstance(data, dict) or data.get("s") != scope:
-            raise ValueError
-        return data
-    except ValueError as exc:
-        raise ValidationFailed([{"field": "query:page_token",
-                                 "message": "not a token this listing gave out (or filters changed)"}]) from exc
-
-
 def list_workflows(
     store: Store, principal: Principal, *, state: State | None, role: Role | None, label: str | None,
     limit: int, page_token: str | None,
@@ -125,7 +110,7 @@ def list_workflows(
     scope = json.dumps([state, role, label])
     start_after = None
     if page_token:
-        cursor = _decode_token(page_token, scope)
+        cursor = decode_page_token(page_token, scope)
         try:
             start_after = {"updated_at": datetime.fromisoformat(cursor["u"]),
                            "__name__": store.workflow(principal.account_id, str(cursor["id"]))}
@@ -142,7 +127,7 @@ def list_workflows(
     token = None
     if len(snaps) > limit:
         last = workflows[-1]
-        token = _encode_token({"s": scope, "u": last.updated_at.isoformat(), "id": last.id})
+        token = encode_page_token(scope, {"u": last.updated_at.isoformat(), "id": last.id})
     page = WorkflowPage(workflows=[domain.view(w, principal.roles) for w in workflows], next_page_token=token)
     return page.model_dump(mode="json")
 
@@ -153,7 +138,7 @@ def list_events(
     scope = f"events:{workflow_id}"
     after = 0
     if page_token:
-        after = _decode_token(page_token, scope).get("seq")
+        after = decode_page_token(page_token, scope).get("seq")
         if not isinstance(after, int) or after < 0:
             raise ValidationFailed([{"field": "query:page_token", "message": "malformed token"}])
     snaps = store.query(store.events(principal.account_id, workflow_id), order=[("seq", "ASCENDING")],
@@ -162,7 +147,7 @@ def list_events(
         # Every workflow has event 1, so no events means no such workflow (in this account).
         raise NotFound("No workflow with that id.")
     events = [Event.model_validate(s.to_dict()) for s in snaps[:limit]]
-    token = _encode_token({"s": scope, "seq": events[-1].seq}) if len(snaps) > limit else None
+    token = encode_page_token(scope, {"seq": events[-1].seq}) if len(snaps) > limit else None
     return EventPage(events=events, next_page_token=token).model_dump(mode="json")
 
 
