@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from google.cloud import firestore
 
-from tests.helpers import Api, Tenant
+from tests.helpers import Api, Tenant, assert_event_log
 from tests.index_coverage import pytest_sessionfinish  # noqa: F401 (the hook: every recorded query has its index)
 from tests.index_coverage import record as record_queries
 from tools.emulator import Emulator, MissingPrerequisite
@@ -59,8 +59,11 @@ def app():
 
 
 @pytest.fixture
-def api(app, store) -> Api:
-    return Api(app.test_client(), store)
+def api(app, store) -> Iterator[Api]:
+    yield Api(app.test_client(), store)
+    # Every scenario ends with the three event-log invariants holding for every workflow it left behind.
+    for snap in store.client.collection_group("workflows").stream():
+        assert_event_log(store, snap.reference.parent.parent.id, snap.id)
 
 
 @pytest.fixture
