@@ -4,7 +4,6 @@ Firestore emulator. `python -m bench claims cleanup` runs only those."""
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
 import sys
 from pathlib import Path
@@ -16,19 +15,12 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"no bench module {', '.join(unknown)}; there are: {', '.join(names)}", file=sys.stderr)
         return 2
-    from tools.emulator import Emulator
+    from tools.emulator import ensure_emulator
 
-    emulator = None
-    if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        emulator = Emulator().start()
-        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
-    try:
+    with ensure_emulator():
         for name in argv or names:
             print(f"\n== bench.{name}", flush=True)
             importlib.import_module(f"bench.{name}").run()
-    finally:
-        if emulator:
-            emulator.stop()
     return 0
 
 

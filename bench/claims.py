@@ -14,7 +14,6 @@ Uses the emulator named by FIRESTORE_EMULATOR_HOST, else starts one for the run.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -26,18 +25,10 @@ SOLO_HANDOFFS = 100
 
 
 def run() -> None:
-    from tools.emulator import Emulator
+    from tools.emulator import ensure_emulator
 
-    emulator = None
-    if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        emulator = Emulator().start()
-        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
-    try:
+    with ensure_emulator():
         _run()
-    finally:
-        if emulator:
-            emulator.stop()
-            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
 
 
 def _seed(store, owner, count: int) -> None:

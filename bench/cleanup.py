@@ -8,7 +8,6 @@ Uses the emulator named by FIRESTORE_EMULATOR_HOST, else starts one for the run.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 import uuid
@@ -58,18 +57,10 @@ def _seed(client: Any, now: datetime, rng: random.Random) -> set[str]:
 
 
 def run() -> dict[str, Any]:
-    from tools.emulator import Emulator
+    from tools.emulator import ensure_emulator
 
-    emulator = None
-    if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        emulator = Emulator().start()
-        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
-    try:
+    with ensure_emulator():
         return _run()
-    finally:
-        if emulator:
-            emulator.stop()
-            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
 
 
 def _run() -> dict[str, Any]:

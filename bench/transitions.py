@@ -42,18 +42,10 @@ GOAL = 1.2
 
 
 def run() -> None:
-    from tools.emulator import Emulator
+    from tools.emulator import ensure_emulator
 
-    emulator = None
-    if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        emulator = Emulator().start()
-        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
-    try:
+    with ensure_emulator():
         _run()
-    finally:
-        if emulator:
-            emulator.stop()
-            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------------

@@ -226,6 +226,19 @@ class Store:
         return found
 
 
+    def delete_matching(self, parent: firestore.CollectionReference, *,
+                        filters: list[tuple[str, str, Any]] = (), page: int = 400) -> int:  # type: ignore[assignment]
+        """Delete every document the query finds, one commit per page (a deleted workflow's children); returns how
+        many. Unconditional deletes: safe to repeat, and two runs at once delete nothing twice."""
+        deleted = 0
+        while snaps := self.query(parent, filters=filters, limit=page):
+            writes = Writes()
+            for snap in snaps:
+                writes.delete(snap.reference)
+            self.commit(writes)
+            deleted += len(snaps)
+        return deleted
+
 _store: Store | None = None
 _store_lock = threading.Lock()
 

@@ -135,3 +135,12 @@ def snapshot_all(store: Store) -> dict[str, dict]:
 
     walk(store.client.collections())
     return out
+
+
+def assert_refused(api: Api, call: Any, status: int, code: str) -> Response:
+    """`call()` is refused with `status`/`code`, and nothing in the store changed."""
+    before = snapshot_all(api.store)
+    r = call()
+    assert (r.status, r.code) == (status, code), r.body
+    assert snapshot_all(api.store) == before
+    return r

@@ -15,7 +15,7 @@ import pytest
 
 from shared.state_machine import Role
 from tests.agents import Agent, get, get_status, put
-from tests.helpers import snapshot_all
+from tests.helpers import assert_refused, snapshot_all
 
 pytestmark = pytest.mark.usefixtures("s3")
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,13 +27,6 @@ def declare(api, key: str, workflow_id: str, data: bytes = b"# plan\n", **fields
             "sha256": hashlib.sha256(data).hexdigest(), **fields}
     return api.post(f"/v1/workflows/{workflow_id}/artifacts", body, key)
 
-
-def refused(api, call, status: int, code: str):
-    before = snapshot_all(api.store)
-    r = call()
-    assert (r.status, r.code) == (status, code), r.body
-    assert snapshot_all(api.store) == before
-    return r
 
 
 def test_upload_complete_download_round_trip(api, tenant):
@@ -74,7 +67,7 @@ def test_complete_before_the_upload_is_upload_incomplete(api, tenant):
     wf = api.create(tenant)
     created = declare(api, tenant.owner, wf["id"]).body
     path = f"/v1/workflows/{wf['id']}/artifacts/{created['artifact']['id']}/complete"
-    refused(api, lambda: api.post(path, None, tenant.owner), 409, "upload_incomplete")
+    assert_refused(api, lambda: api.post(path, None, tenant.owner), 409, "upload_incomplete")
 
 
 @pytest.mark.parametrize("stored", [b"# plaN\n", b"# plan\n and more"], ids=["same size", "other size"])
@@ -85,7 +78,7 @@ def test_other_bytes_than_declared_are_checksum_mismatch(api, tenant, stored):
                                               if k.lower() == "content-type"})  # moto does not check the rest
     put(upload, stored)
     path = f"/v1/workflows/{wf['id']}/artifacts/{created['artifact']['id']}/complete"
-    refused(api, lambda: api.post(path, None, tenant.owner), 422, "checksum_mismatch")
+    assert_refused(api, lambda: api.post(path, None, tenant.owner), 422, "checksum_mismatch")
     got = api.get(f"/v1/workflows/{wf['id']}/artifacts/{created['artifact']['id']}", tenant.owner).body
     assert got["artifact"]["status"] == "PENDING_UPLOAD" and got["download"] is None
 
@@ -95,7 +88,7 @@ def test_other_bytes_than_declared_are_checksum_mismatch(api, tenant, stored):
 
 def test_an_artifact_above_the_plans_limit_is_payload_too_large(api, tenant):
     wf = api.create(tenant)
-    r = refused(api, lambda: declare(api, tenant.owner, wf["id"], size_bytes=100 * 1024 * 1024 + 1), 413,
+    r = assert_refused(api, lambda: declare(api, tenant.owner, wf["id"], size_bytes=100 * 1024 * 1024 + 1), 413,
                 "payload_too_large")
     assert r.body["max_artifact_bytes"] == 100 * 1024 * 1024
     assert declare(api, tenant.owner, wf["id"], size_bytes=100 * 1024 * 1024).status == 201
@@ -105,7 +98,7 @@ def test_the_limit_is_the_accounts_plans(api):
     pro = api.tenant("Big", plan="pro")  # 1 GiB in shared/plans.json
     wf = api.create(pro)
     assert declare(api, pro.owner, wf["id"], size_bytes=1024 ** 3).status == 201
-    refused(api, lambda: declare(api, pro.owner, wf["id"], size_bytes=1024 ** 3 + 1), 413, "payload_too_large")
+    assert_refused(api, lambda: declare(api, pro.owner, wf["id"], size_bytes=1024 ** 3 + 1), 413, "payload_too_large")
 
 
 @pytest.mark.parametrize(("given", "kept"), [("../../etc/passwd", "passwd"), ("C:\\Users\\me\\notes.txt", "notes.txt"),
@@ -118,21 +111,21 @@ def test_names_are_sanitised(api, tenant, given, kept):
 
 
 @pytest.mark.parametrize("name", ["..", "a/..", "dir/", "\x01", "x" * 256, ""])
-def test_names_that_are_no_file_name_are_refused(api, tenant, name):
+def test_names_that_are_no_file_name_are_assert_refused(api, tenant, name):
     wf = api.create(tenant)
-    refused(api, lambda: declare(api, tenant.owner, wf["id"], name=name), 422, "validation_error")
+    assert_refused(api, lambda: declare(api, tenant.owner, wf["id"], name=name), 422, "validation_error")
 
 
 @pytest.mark.parametrize("fields", [{"sha256": "abc"}, {"size_bytes": -1}, {"size_bytes": "7"},
                                     {"content_type": "not a type"}, {"content_type": "text/plain\r\nX: y"}])
-def test_invalid_declarations_are_refused(api, tenant, fields):
+def test_invalid_declarations_are_assert_refused(api, tenant, fields):
     wf = api.create(tenant)
-    refused(api, lambda: declare(api, tenant.owner, wf["id"], **fields), 422, "validation_error")
+    assert_refused(api, lambda: declare(api, tenant.owner, wf["id"], **fields), 422, "validation_error")
 
 
 def test_only_the_owner_or_the_current_role_adds_artifacts(api, tenant):
     wf = api.create(tenant)
-    refused(api, lambda: declare(api, tenant.agents[Role.TESTER], wf["id"]), 403, "forbidden")
+    assert_refused(api, lambda: declare(api, tenant.agents[Role.TESTER], wf["id"]), 403, "forbidden")
     assert declare(api, tenant.agents[Q], wf["id"]).status == 201
 
 
@@ -144,7 +137,7 @@ def test_artifacts_are_invisible_across_accounts(api, tenant, other_tenant):
                  lambda: api.post(f"{base}/{artifact['id']}/complete", None, other_tenant.owner),
                  lambda: api.get(base, other_tenant.owner),
                  lambda: declare(api, other_tenant.owner, wf["id"])):
-        refused(api, call, 404, "not_found")
+        assert_refused(api, call, 404, "not_found")
     # a URL signed for one account's object names that object only: the other account's prefix is not reachable
     theirs = api.create(other_tenant)
     url = api.get(f"{base}/{artifact['id']}", tenant.owner).body["download"]["url"]
@@ -167,7 +160,7 @@ def test_list_artifacts_newest_first_with_pages(api, tenant):
             break
     assert seen == ids[::-1]
     assert api.get(f"/v1/workflows/{api.create(tenant)['id']}/artifacts", tenant.owner).body["artifacts"] == []
-    refused(api, lambda: api.get("/v1/workflows/wf_nope/artifacts", tenant.owner), 404, "not_found")
+    assert_refused(api, lambda: api.get("/v1/workflows/wf_nope/artifacts", tenant.owner), 404, "not_found")
 
 
 # ---- attaching artifacts to transitions ---------------------------------------------------------------------------
@@ -203,9 +196,9 @@ def test_attaching_what_is_not_an_available_artifact_of_this_workflow_writes_not
     good = q.upload(wf["id"], "ok.md", b"ok")
     for ids in ([pending], [elsewhere["id"]], [foreign["id"]], ["art_" + "0" * 32], [good["id"], good["id"]],
                 [good["id"], pending]):
-        r = refused(api, lambda ids=ids: q.move(wf["id"], "PLANNING", artifacts=ids), 422, "validation_error")
+        r = assert_refused(api, lambda ids=ids: q.move(wf["id"], "PLANNING", artifacts=ids), 422, "validation_error")
         assert any(e["field"].startswith("artifacts") for e in r.body["errors"]), r.body
-    refused(api, lambda: q.move(wf["id"], "PLANNING", artifacts=["../../x"]), 422, "validation_error")
+    assert_refused(api, lambda: q.move(wf["id"], "PLANNING", artifacts=["../../x"]), 422, "validation_error")
     assert q.move(wf["id"], "PLANNING", artifacts=[good["id"]]).status == 200
 
 

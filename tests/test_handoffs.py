@@ -10,7 +10,7 @@ import pytest
 from shared.services import accounts
 from shared.state_machine import Role
 from tests.agents import Agent
-from tests.helpers import assert_event_log, snapshot_all, stored_workflow
+from tests.helpers import assert_event_log, assert_refused, snapshot_all, stored_workflow
 
 Q, ARCH, DEV = Role.Q_ASSISTANT, Role.ARCHITECT, Role.DEVELOPER
 
@@ -28,14 +28,6 @@ def handoffs(api, tenant, workflow_id: str) -> list[dict]:
     assert r.status == 200, r.body
     return r.body["handoffs"]
 
-
-def refused(api, call, status: int, code: str):
-    """`call()` is refused with `status`/`code` and nothing in the store changed."""
-    before = snapshot_all(api.store)
-    r = call()
-    assert (r.status, r.code) == (status, code), r.body
-    assert snapshot_all(api.store) == before
-    return r
 
 
 # ---- hand-offs follow the workflow ---------------------------------------------------------------------------------
@@ -154,9 +146,9 @@ def test_an_owner_claims_the_customers_review_by_default(api, tenant):
 def test_claiming_for_a_role_the_key_does_not_hold_is_forbidden(api, tenant):
     api.create(tenant)
     q = agent(api, tenant, Q)
-    r = refused(api, lambda: q.claim(roles=["Q_ASSISTANT", "DEVELOPER"]), 403, "forbidden")
+    r = assert_refused(api, lambda: q.claim(roles=["Q_ASSISTANT", "DEVELOPER"]), 403, "forbidden")
     assert r.body["roles"] == ["DEVELOPER"]
-    refused(api, lambda: q.claim(roles=["CUSTOMER"]), 403, "forbidden")
+    assert_refused(api, lambda: q.claim(roles=["CUSTOMER"]), 403, "forbidden")
 
 
 @pytest.mark.parametrize("fields", [{"lease_seconds": 29}, {"lease_seconds": 3601}, {"wait_seconds": 21},
@@ -166,7 +158,7 @@ def test_invalid_claims_are_refused_and_write_nothing(api, tenant, fields):
     api.create(tenant)
     q = agent(api, tenant, Q)
     body = {"agent_id": "a", **fields}
-    refused(api, lambda: api.post("/v1/handoffs/claim", body, q.key), 422, "validation_error")
+    assert_refused(api, lambda: api.post("/v1/handoffs/claim", body, q.key), 422, "validation_error")
 
 
 def test_a_repeated_claim_with_the_same_idempotency_key_gets_the_same_handoff(api, tenant):
@@ -206,9 +198,9 @@ def test_only_the_holder_or_an_owner_moves_a_claimed_workflow(api, tenant):
     same_key_other_agent = agent(api, tenant, Q, "other")
 
     for intruder in (other_key, same_key_other_agent):
-        r = refused(api, lambda a=intruder: a.move(wf["id"], "PLANNING"), 409, "lease_held")
+        r = assert_refused(api, lambda a=intruder: a.move(wf["id"], "PLANNING"), 409, "lease_held")
         assert r.body["agent_id"] == "holder" and r.body["handoff_id"] == wf["current_handoff"]["id"]
-    refused(api, lambda: api.post(f"/v1/workflows/{wf['id']}/transitions", {"to": "PLANNING"}, holder.key),
+    assert_refused(api, lambda: api.post(f"/v1/workflows/{wf['id']}/transitions", {"to": "PLANNING"}, holder.key),
             409, "lease_held")  # the holder's key without its agent_id
 
     assert holder.move(wf["id"], "PLANNING").status == 200  # within the role: still the holder's
@@ -232,9 +224,9 @@ def test_an_expired_lease_goes_back_to_the_queue_by_itself(api, tenant, clock):
     assert r.body["handoff"]["id"] == h["id"] and r.body["handoff"]["attempts"] == 2
     assert r.body["handoff"]["agent_id"] == "rescuer"
 
-    refused(api, lambda: crashed.heartbeat(wf["id"], h["id"]), 409, "lease_lost")
-    refused(api, lambda: crashed.release(wf["id"], h["id"]), 409, "lease_lost")
-    refused(api, lambda: crashed.move(wf["id"], "PLANNING"), 409, "lease_held")
+    assert_refused(api, lambda: crashed.heartbeat(wf["id"], h["id"]), 409, "lease_lost")
+    assert_refused(api, lambda: crashed.release(wf["id"], h["id"]), 409, "lease_lost")
+    assert_refused(api, lambda: crashed.move(wf["id"], "PLANNING"), 409, "lease_held")
     assert rescuer.move(wf["id"], "PLANNING").status == 200
 
 
@@ -265,8 +257,8 @@ def test_heartbeats_keep_the_lease(api, tenant, clock):
     assert other.claim().status == 204
     clock.advance(101)  # ran out, but nobody took it: still the worker's to renew
     assert worker.heartbeat(wf["id"], h["id"]).status == 200
-    refused(api, lambda: other.heartbeat(wf["id"], h["id"]), 409, "lease_lost")
-    refused(api, lambda: worker.heartbeat(wf["id"], h["id"], lease_seconds=10), 422, "validation_error")
+    assert_refused(api, lambda: other.heartbeat(wf["id"], h["id"]), 409, "lease_lost")
+    assert_refused(api, lambda: worker.heartbeat(wf["id"], h["id"], lease_seconds=10), 422, "validation_error")
 
 
 def test_release_puts_the_work_back_at_its_place_in_the_queue(api, tenant):
@@ -274,13 +266,13 @@ def test_release_puts_the_work_back_at_its_place_in_the_queue(api, tenant):
     worker = agent(api, tenant, Q, "worker")
     h = worker.claim(expect=200).body["handoff"]
     assert h["workflow_id"] == older
-    refused(api, lambda: agent(api, tenant, Q, "nosy").release(older, h["id"]), 409, "lease_lost")
+    assert_refused(api, lambda: agent(api, tenant, Q, "nosy").release(older, h["id"]), 409, "lease_lost")
 
     r = worker.release(older, h["id"])
     assert r.status == 200, r.body
     assert r.body["status"] == "PENDING" and r.body["claimed_by"] is None and r.body["attempts"] == 1
     assert api.get(f"/v1/workflows/{older}", tenant.owner).body["current_handoff"]["status"] == "PENDING"
-    refused(api, lambda: worker.release(older, h["id"]), 409, "lease_lost")  # not claimed any more
+    assert_refused(api, lambda: worker.release(older, h["id"]), 409, "lease_lost")  # not claimed any more
 
     again = agent(api, tenant, Q, "next").claim(expect=200).body["handoff"]
     assert again["id"] == h["id"] and again["attempts"] == 2  # FIFO: before the newer workflow's
@@ -299,7 +291,7 @@ def test_heartbeat_and_release_of_a_closed_handoff_are_lease_lost(api, tenant):
     worker = agent(api, tenant, Q, "w")
     h = worker.claim(expect=200).body["handoff"]
     api.move(tenant, wf, "CANCELLED", key=tenant.owner)
-    r = refused(api, lambda: worker.heartbeat(wf["id"], h["id"]), 409, "lease_lost")
+    r = assert_refused(api, lambda: worker.heartbeat(wf["id"], h["id"]), 409, "lease_lost")
     assert r.body["handoff_status"] == "CANCELLED"
 
 
@@ -311,13 +303,13 @@ def test_handoffs_are_invisible_across_accounts(api, tenant, other_tenant):
     h = agent(api, tenant, Q, "mine").claim(expect=200).body["handoff"]
     stranger = agent(api, other_tenant, Q, "mine")
     assert stranger.claim().status == 204  # never another account's work
-    refused(api, lambda: stranger.heartbeat(wf["id"], h["id"]), 404, "not_found")
-    refused(api, lambda: stranger.release(wf["id"], h["id"]), 404, "not_found")
-    refused(api, lambda: api.get(f"/v1/workflows/{wf['id']}/handoffs", other_tenant.owner), 404, "not_found")
+    assert_refused(api, lambda: stranger.heartbeat(wf["id"], h["id"]), 404, "not_found")
+    assert_refused(api, lambda: stranger.release(wf["id"], h["id"]), 404, "not_found")
+    assert_refused(api, lambda: api.get(f"/v1/workflows/{wf['id']}/handoffs", other_tenant.owner), 404, "not_found")
 
     # a hand-off id under another workflow's path is not found either
     other_wf = api.create(tenant)
-    refused(api, lambda: agent(api, tenant, Q, "mine").heartbeat(other_wf["id"], h["id"]), 404, "not_found")
+    assert_refused(api, lambda: agent(api, tenant, Q, "mine").heartbeat(other_wf["id"], h["id"]), 404, "not_found")
 
 
 def test_list_handoffs_pages_newest_first(api, tenant):
@@ -334,7 +326,7 @@ def test_list_handoffs_pages_newest_first(api, tenant):
         if not token:
             break
     assert seen == [7, 6, 5, 4, 3, 1]
-    refused(api, lambda: api.get(f"/v1/workflows/{wf['id']}/handoffs", tenant.owner,
+    assert_refused(api, lambda: api.get(f"/v1/workflows/{wf['id']}/handoffs", tenant.owner,
                                  query={"page_token": "nonsense"}), 422, "validation_error")
 
 
@@ -369,5 +361,5 @@ def test_a_repeated_release_or_heartbeat_with_its_idempotency_key_is_replayed(ap
     again = api.post(f"{path}/release", {"agent_id": "w"}, worker.key, headers={"Idempotency-Key": "rel-1"})
     assert again.status == 200 and again.body == first.body and again.headers["Idempotent-Replayed"] == "true"
     assert snapshot_all(api.store) == before
-    refused(api, lambda: api.post(f"{path}/release", {"agent_id": "w"}, worker.key,
+    assert_refused(api, lambda: api.post(f"{path}/release", {"agent_id": "w"}, worker.key,
                                   headers={"Idempotency-Key": "hb-1"}), 422, "idempotency_key_reused")

@@ -13,6 +13,8 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
@@ -106,3 +108,17 @@ class Emulator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def ensure_emulator() -> Iterator[str]:
+    """The emulator named by FIRESTORE_EMULATOR_HOST, else one started here (and the variable set) for the block."""
+    if os.environ.get("FIRESTORE_EMULATOR_HOST"):
+        yield os.environ["FIRESTORE_EMULATOR_HOST"]
+        return
+    with Emulator() as emulator:
+        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
+        try:
+            yield emulator.address
+        finally:
+            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)

@@ -161,11 +161,4 @@ def delete_workflow_artifacts(store: Store, objects: ObjectStore, account_id: st
     """Delete a workflow's artifacts, bytes first (so no metadata ever points at nothing it claims to have), then
     their documents; returns how many documents."""
     objects.delete_prefix(domain.workflow_prefix(account_id, workflow_id))
-    deleted = 0
-    while snaps := store.query(store.artifacts(account_id, workflow_id), limit=400):
-        writes = Writes()
-        for snap in snaps:
-            writes.delete(snap.reference)
-        store.commit(writes)
-        deleted += len(snaps)
-    return deleted
+    return store.delete_matching(store.artifacts(account_id, workflow_id))

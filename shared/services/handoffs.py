@@ -222,11 +222,4 @@ def release_expired_leases(store: Store, *, now: datetime | None = None, limit: 
 
 def delete_workflow_handoffs(store: Store, account_id: str, workflow_id: str) -> int:
     """Delete a workflow's hand-offs (when the workflow itself is deleted); returns how many."""
-    deleted = 0
-    while snaps := store.query(store.handoffs(account_id), filters=[("workflow_id", "==", workflow_id)], limit=400):
-        writes = Writes()
-        for snap in snaps:
-            writes.delete(snap.reference)
-        store.commit(writes)
-        deleted += len(snaps)
-    return deleted
+    return store.delete_matching(store.handoffs(account_id), filters=[("workflow_id", "==", workflow_id)])
