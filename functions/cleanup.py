@@ -5,12 +5,11 @@ minutes and each message runs `shared.services.cleanup` once. The message may ca
 from __future__ import annotations
 
 import base64
-import json
-import sys
 from typing import Any
 
 import pydantic
 
+from shared import logs
 from shared.services import cleanup as service
 from shared.store import get_store
 
@@ -23,18 +22,13 @@ def parse(cloud_event: Any) -> service.CleanupRequest:
     return service.CleanupRequest.model_validate_json(raw)
 
 
-def _emit(line: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(line, default=str) + "\n")
-    sys.stdout.flush()
-
-
 def cleanup(cloud_event: Any) -> None:
     try:
         request = parse(cloud_event)
     except (pydantic.ValidationError, ValueError) as exc:
         # A malformed trigger is not retried (it would fail again): say why and do nothing.
-        _emit({"severity": "ERROR", "message": f"cleanup: refused the trigger's message: {exc}",
+        logs.emit({"severity": "ERROR", "message": f"cleanup: refused the trigger's message: {exc}",
                "function": "cleanup"})
         return
     report = service.run(get_store(), budget=request.budget(), tasks=request.tasks)
-    _emit(report.log_line())
+    logs.emit(report.log_line())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 import flask
 import pydantic
 
-from shared import idempotency
+from shared import idempotency, logs
 from shared.auth import Principal, authenticate
 from shared.config import config
 from shared.errors import (
@@ -149,8 +148,7 @@ def _log(request: flask.Request, status: int, started: float, fields: dict[str, 
         **_trace(request),
         **{k: v for k, v in fields.items() if v is not None},
     }
-    sys.stdout.write(json.dumps(line, default=str) + "\n")
-    sys.stdout.flush()
+    logs.emit(line)
 
 
 Handler = Callable[[ApiRequest], Reply]
