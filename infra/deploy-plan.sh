@@ -95,6 +95,8 @@ plan_firestore() {
   ensure_ttl idempotency expires_at
   ensure_field_indexes stripe_events expires_at '{"indexes":[{"queryScope":"COLLECTION","fields":[{"fieldPath":"expires_at","order":"ASCENDING"}]}]}'
   ensure_ttl stripe_events expires_at
+  ensure_field_indexes stripe_unmatched expires_at '{"indexes":[{"queryScope":"COLLECTION","fields":[{"fieldPath":"expires_at","order":"ASCENDING"}]}]}'
+  ensure_ttl stripe_unmatched expires_at
 }
 
 # Cloud Scheduler → Pub/Sub topic → CloudEvent function.

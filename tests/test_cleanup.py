@@ -244,6 +244,15 @@ def test_expired_stripe_event_records_are_deleted(store):
     assert [d.id for d in ledger.stream()] == ["evt_new"]
 
 
+def test_unmatched_stripe_events_are_kept_for_an_operator_until_they_expire(store):
+    unmatched = store.stripe_unmatched("_").parent
+    unmatched.document("evt_old").set({"type": "invoice.paid", "reason": "no account", "expires_at": _ago(1)})
+    unmatched.document("evt_new").set({"type": "invoice.paid", "reason": "no account", "expires_at": _ago(-1)})
+    report = cleanup.run(store, tasks=["records"])
+    assert report.tasks["records"].done == 1
+    assert [d.id for d in unmatched.stream()] == ["evt_new"]
+
+
 def test_a_record_rewritten_after_it_was_read_is_kept(api, tenant):
     """A reused Idempotency-Key refreshes its expired record; cleanup's delete is conditional on what it read."""
     store, acct = api.store, tenant.account_id

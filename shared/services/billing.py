@@ -97,7 +97,7 @@ def receive_stripe_event(store: Store, payload: bytes, signature: str | None, lo
             writes.create(store.stripe_unmatched(event.id), {
                 "event_id": event.id, "type": event.type, "created": event.created, "customer": event.customer,
                 "subscription": event.subscription_id, "account_hints": event.account_hints, "reason": why,
-                "received_at": at})
+                "received_at": at, "expires_at": at + EVENT_RECORD_TTL})  # for an operator, then TTL/cleanup
             outcome, detail = "unmatched", why
         else:
             account = Account.model_validate(account_snap.to_dict())

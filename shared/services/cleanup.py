@@ -265,7 +265,8 @@ def run(
         elif task == "retention":
             units += [(task, _retention(plan)) for plan in policy.plans]
         else:
-            units += [(task, _expired_idempotency_records), (task, _expired_stripe_event_records)]
+            units += [(task, _expired_idempotency_records), (task, _expired_stripe_event_records),
+                      (task, _expired_unmatched_stripe_events)]
     for index, (task, work) in enumerate(units):
         counted = (store.documents["read"], store.documents["written"])
         ctx.share(len(units) - index)
@@ -462,3 +463,8 @@ def _expired_idempotency_records(ctx: _Run, task: TaskReport) -> None:
 def _expired_stripe_event_records(ctx: _Run, task: TaskReport) -> None:
     """Processed Stripe event records (the exactly-once ledger), kept `EVENT_RECORD_TTL`."""
     _expire(ctx, task, ctx.store.stripe_event("_").parent)
+
+
+def _expired_unmatched_stripe_events(ctx: _Run, task: TaskReport) -> None:
+    """Stripe events no account claimed, kept for an operator for `EVENT_RECORD_TTL` like the ledger."""
+    _expire(ctx, task, ctx.store.stripe_unmatched("_").parent)
