@@ -81,6 +81,7 @@ plan_firestore() {
   ensure_index handoffs collection field-path=to_role,order=ascending field-path=created_at,order=ascending field-path=claimable_at,order=ascending
   ensure_index handoffs collection field-path=workflow_id,order=ascending field-path=seq,order=descending
   ensure_index handoffs collection-group field-path=status,order=ascending field-path=lease_expires_at,order=ascending
+  ensure_index artifacts collection-group field-path=status,order=ascending field-path=upload_expires_at,order=ascending
   ensure_field_indexes handoffs workflow '{"indexes":[]}'
   ensure_field_indexes handoffs note '{"indexes":[]}'
   ensure_field_indexes workflows description '{"indexes":[]}'

@@ -205,6 +205,45 @@ def test_retention_deletes_artifact_records_and_their_stored_objects(api, tenant
     assert get_status(kept_url) == 200 and store.artifact(acct, keep["id"], kept["id"]).get().exists
 
 
+def test_uploads_never_completed_are_deleted_with_their_bytes_a_day_after_their_url_expired(api, tenant, s3):
+    import hashlib
+    from datetime import UTC, datetime
+
+    from shared.artifact import object_key
+    from shared.objectstore import get_object_store
+    from shared.state_machine import Role
+    from tests.agents import Agent, put
+
+    store, acct = api.store, tenant.account_id
+    wf = api.create(tenant)
+    key = tenant.agents[Role.Q_ASSISTANT]
+    data = b"half a plan"
+
+    def declare() -> dict:
+        r = api.post(f"/v1/workflows/{wf['id']}/artifacts", {"name": "plan.md", "size_bytes": len(data),
+                                                             "sha256": hashlib.sha256(data).hexdigest()}, key)
+        assert r.status == 201, r.body
+        return r.body
+
+    abandoned, recent = declare(), declare()
+    put(abandoned["upload"], data)  # uploaded, never completed
+    done = Agent(api, key, "agent-1").upload(wf["id"], "done.md", b"# done")
+    ref = store.artifact(acct, wf["id"], abandoned["artifact"]["id"])
+    ref.update({"upload_expires_at": datetime.now(UTC) - timedelta(days=2)})
+    objects = get_object_store()
+    abandoned_key = object_key(acct, wf["id"], abandoned["artifact"]["id"])
+    assert objects.stat(abandoned_key, expected_size=len(data)) is not None
+
+    report = cleanup.run(store, tasks=["records"])
+
+    assert report.tasks["records"].done == 1
+    assert not ref.get().exists
+    assert objects.stat(abandoned_key, expected_size=len(data)) is None
+    for kept in (recent["artifact"], done):
+        assert store.artifact(acct, wf["id"], kept["id"]).get().exists
+    assert objects.stat(object_key(acct, wf["id"], done["id"]), expected_size=len(b"# done")) is not None
+
+
 # ---- 4. expired records ----------------------------------------------------------------------------------------
 
 

@@ -162,3 +162,18 @@ def delete_workflow_artifacts(store: Store, objects: ObjectStore, account_id: st
     their documents; returns how many documents."""
     objects.delete_prefix(domain.workflow_prefix(account_id, workflow_id))
     return store.delete_matching(store.artifacts(account_id, workflow_id))
+
+
+def delete_abandoned_upload(store: Store, objects: ObjectStore, seen: Snapshot) -> bool:
+    """Delete an artifact still PENDING_UPLOAD long after its upload URL expired: the record first, and only if it
+    is unchanged since `seen` (a concurrent complete wins), then whatever bytes reached the store. In that order a
+    record never says AVAILABLE about bytes that are gone. True if this call deleted it."""
+    writes = Writes()
+    writes.delete(seen.reference, if_updated_at=seen.update_time)
+    try:
+        store.commit(writes)
+    except WriteConflict:
+        return False
+    workflow_ref = seen.reference.parent.parent  # accounts/{a}/workflows/{wf}/artifacts/{id}
+    objects.delete_prefix(domain.object_key(workflow_ref.parent.parent.id, workflow_ref.id, seen.id))
+    return True

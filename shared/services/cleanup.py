@@ -55,6 +55,8 @@ MAX_WRITES_PER_COMMIT = 500  # Firestore's limit for one commit
 _CANCEL_COST = 5  # workflow + account read; workflow, event, account counter written
 _DELETE_COST = 3  # workflow + account read, workflow deleted; plus one write per event (known at the candidate)
 _RECORD_COST = 2  # read, deleted
+# An artifact still PENDING_UPLOAD this long after its upload URL expired will never be completed.
+ABANDONED_UPLOAD_AFTER = timedelta(days=1)
 _LEASE_COST = 3  # the hand-off read; it and the workflow's current_handoff written
 
 
@@ -266,7 +268,7 @@ def run(
             units += [(task, _retention(plan)) for plan in policy.plans]
         else:
             units += [(task, _expired_idempotency_records), (task, _expired_stripe_event_records),
-                      (task, _expired_unmatched_stripe_events)]
+                      (task, _expired_unmatched_stripe_events), (task, _abandoned_uploads)]
     for index, (task, work) in enumerate(units):
         counted = (store.documents["read"], store.documents["written"])
         ctx.share(len(units) - index)
@@ -468,3 +470,18 @@ def _expired_stripe_event_records(ctx: _Run, task: TaskReport) -> None:
 def _expired_unmatched_stripe_events(ctx: _Run, task: TaskReport) -> None:
     """Stripe events no account claimed, kept for an operator for `EVENT_RECORD_TTL` like the ledger."""
     _expire(ctx, task, ctx.store.stripe_unmatched("_").parent)
+
+
+def _abandoned_uploads(ctx: _Run, task: TaskReport) -> None:
+    """Artifact records (and any partial bytes) whose upload was never completed (every account's: a
+    collection-group query)."""
+    filters = [("status", "==", "PENDING_UPLOAD"), ("upload_expires_at", "<", ctx.now - ABANDONED_UPLOAD_AFTER)]
+    for page in ctx.pages("artifacts", filters, "upload_expires_at", _RECORD_COST, task):
+        from shared.objectstore import get_object_store  # boto3 only when there is something to delete
+
+        objects = get_object_store()
+        for snap in page:
+            if artifacts.delete_abandoned_upload(ctx.store, objects, snap):
+                task.done += 1
+            else:
+                task.skipped += 1
