@@ -177,8 +177,8 @@ class Store:
         self._count("read", len(refs))
         return {snap.reference.path: snap for snap in snaps}
 
-    def commit(self, writes: Writes) -> None:
-        """One atomic commit of all `writes`: all land or none does."""
+    def batch(self, writes: Writes) -> firestore.WriteBatch:
+        """`writes` as the client's WriteBatch, preconditions included (no RPC: `commit` sends it)."""
         batch = self.client.batch()
         for op, ref, data, if_updated_at in writes.ops:
             option = self.client.write_option(last_update_time=if_updated_at) if if_updated_at else None
@@ -190,6 +190,11 @@ class Store:
                 batch.set(ref, data)
             else:
                 batch.delete(ref, option=option)
+        return batch
+
+    def commit(self, writes: Writes) -> None:
+        """One atomic commit of all `writes`: all land or none does."""
+        batch = self.batch(writes)
         with self._rpc("commit"):
             try:
                 batch.commit(retry=None, timeout=self.timeout)
