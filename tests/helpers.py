@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,3 +146,28 @@ def assert_refused(api: Api, call: Any, status: int, code: str) -> Response:
     assert (r.status, r.code) == (status, code), r.body
     assert snapshot_all(api.store) == before
     return r
+
+
+def together(count: int, work: Callable[[int], Any], *, timeout: float = 300) -> list[Any]:
+    """Run `work(0) .. work(count-1)` in `count` threads released at once (a barrier); their results, by index.
+    A thread's exception fails the calling test (it would otherwise vanish with its thread)."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout=60)
+            results[i] = work(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    assert not any(thread.is_alive() for thread in threads), "a racing thread never finished"
+    if errors:
+        raise errors[0]
+    return results

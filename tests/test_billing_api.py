@@ -3,8 +3,6 @@ sent), GET /v1/account, and the entitlement and quota gate on POST /v1/workflows
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from shared import plans
@@ -24,7 +22,7 @@ from tests.billing_support import (
     uid,
     unconfigure,
 )
-from tests.helpers import snapshot_all
+from tests.helpers import snapshot_all, together
 
 billing_env = billing_support.billing_env  # fixture
 CHECKOUT = "/v1/billing/checkout-session"
@@ -100,20 +98,13 @@ def test_a_retry_after_a_stripe_failure_never_makes_a_second_customer(api, billi
 
 def test_concurrent_checkouts_link_one_customer(api, billing_env):
     tenant = customer_tenant(api)
-    statuses: list[int] = []
-    barrier = threading.Barrier(5)
 
-    def go() -> None:
+    def go(_: int) -> int:
         client = api.client.application.test_client()
-        barrier.wait()
         r = client.post(CHECKOUT, json={"plan": "pro"}, headers={"Authorization": f"Bearer {tenant.owner}"})
-        statuses.append(r.status_code)
+        return r.status_code
 
-    threads = [threading.Thread(target=go) for _ in range(5)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    statuses = together(5, go)
     assert statuses == [200] * 5
     assert len(billing_env.created["/v1/customers"]) == 1
     customer = billing_env.created["/v1/customers"][0]["id"]
@@ -298,46 +289,29 @@ def test_the_quota_counts_only_active_workflows(api, billing_env):
     assert api.post("/v1/workflows", {"title": "x"}, tenant.owner).status == 201
 
 
+def post_workflow(api, tenant, i: int):
+    """A create from a client of its own (test clients are not shared between threads)."""
+    client = api.client.application.test_client()
+    return client.post("/v1/workflows", json={"title": f"wf {i}"}, headers={"Authorization": f"Bearer {tenant.owner}"})
+
+
 def test_ten_parallel_creates_at_limit_minus_one_admit_exactly_one(api, billing_env):
     tenant = customer_tenant(api)
     subscribe(api, tenant, price=PRICE_STARTER)
     limit = plans.catalog().get("starter").max_active_workflows
     set_active_count(api, tenant.account_id, limit - 1)
-    results: list[tuple[int, str | None]] = []
-    barrier = threading.Barrier(10)
 
-    def create(i: int) -> None:
-        client = api.client.application.test_client()
-        barrier.wait()
-        r = client.post("/v1/workflows", json={"title": f"wf {i}"},
-                        headers={"Authorization": f"Bearer {tenant.owner}"})
-        results.append((r.status_code, (r.get_json() or {}).get("code")))
+    def create(i: int) -> tuple[int, str | None]:
+        r = post_workflow(api, tenant, i)
+        return r.status_code, (r.get_json() or {}).get("code")
 
-    threads = [threading.Thread(target=create, args=(i,)) for i in range(10)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    results = together(10, create)
     assert sorted(results, key=str) == sorted([(201, None)] + [(403, "quota_exceeded")] * 9, key=str)
     assert stored_account(api, tenant.account_id)["active_workflows"] == limit
     assert len(list(api.store.workflows(tenant.account_id).stream())) == 1
 
 
 def test_twenty_parallel_creates_under_the_quota_all_succeed_and_the_count_is_exact(api, tenant):
-    statuses: list[int] = []
-    barrier = threading.Barrier(20)
-
-    def create(i: int) -> None:
-        client = api.client.application.test_client()
-        barrier.wait()
-        r = client.post("/v1/workflows", json={"title": f"wf {i}"},
-                        headers={"Authorization": f"Bearer {tenant.owner}"})
-        statuses.append(r.status_code)
-
-    threads = [threading.Thread(target=create, args=(i,)) for i in range(20)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    statuses = together(20, lambda i: post_workflow(api, tenant, i).status_code)
     assert statuses == [201] * 20
     assert stored_account(api, tenant.account_id)["active_workflows"] == 20

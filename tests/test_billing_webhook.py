@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from datetime import datetime, timedelta
 
 import pytest
@@ -28,7 +27,7 @@ from tests.billing_support import (
     uid,
     unconfigure,
 )
-from tests.helpers import snapshot_all
+from tests.helpers import snapshot_all, together
 
 billing_env = billing_support.billing_env  # fixture
 WEBHOOK = "/v1/stripe/webhook"
@@ -147,21 +146,14 @@ def test_an_event_naming_its_account_costs_one_read_and_one_commit(api, billing_
 def test_concurrent_deliveries_of_one_event_apply_it_once(api, billing_env):
     tenant = customer_tenant(api)
     ev = active_event(tenant.account_id, uid("cus"), uid("sub"))
-    outcomes: list[str] = []
-    barrier = threading.Barrier(8)
+    payload = json.dumps(ev)
 
-    def send() -> None:
+    def send(_: int) -> str:
         client = api.client.application.test_client()
-        payload = json.dumps(ev)
-        barrier.wait()
         r = client.post(WEBHOOK, data=payload, headers={"Stripe-Signature": sign(payload)})
-        outcomes.append(r.get_json()["outcome"] if r.status_code == 200 else str(r.status_code))
+        return r.get_json()["outcome"] if r.status_code == 200 else str(r.status_code)
 
-    threads = [threading.Thread(target=send) for _ in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    outcomes = together(8, send)
     assert sorted(outcomes) == ["applied"] + ["duplicate"] * 7
     record = api.store.get(api.store.stripe_event(ev["id"])).to_dict()
     assert record["outcome"] == "applied" and record["account_id"] == tenant.account_id

@@ -3,14 +3,13 @@ claimed exactly once, and no agent is told "nothing" while any is left. Counted 
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 
 from shared.models import HandoffStatus
 from shared.services import accounts
 from shared.state_machine import Role
 from tests.agents import Agent
-from tests.helpers import Api
+from tests.helpers import Api, together
 
 AGENTS = 16
 HANDOFFS = 300
@@ -26,33 +25,21 @@ def test_sixteen_agents_race_for_three_hundred_handoffs(app, api, tenant):
             for i in range(AGENTS)]
     claims: dict[int, list[dict]] = {i: [] for i in range(AGENTS)}
     idle_with_work_left: list[int] = []
-    errors: list[object] = []
-    start = threading.Barrier(AGENTS)
     api.store.rpcs.clear()
 
     def run(i: int) -> None:
         me = Agent(Api(app.test_client(), api.store), keys[i], f"agent-{i}")
-        start.wait()
-        try:
-            while True:
-                r = me.claim(lease_seconds=3600)
-                if r.status == 204:
-                    # told "nothing": then nothing may be pending (no one releases, so it stays so)
-                    if (left := pending_left(api, tenant.account_id)) != 0:
-                        idle_with_work_left.append(left)
-                    return
-                assert r.status == 200, r.body
-                claims[i].append(r.body)
-        except Exception as exc:  # surfaced below: a thread's assertion would otherwise vanish
-            errors.append(exc)
+        while True:
+            r = me.claim(lease_seconds=3600)
+            if r.status == 204:
+                # told "nothing": then nothing may be pending (no one releases, so it stays so)
+                if (left := pending_left(api, tenant.account_id)) != 0:
+                    idle_with_work_left.append(left)
+                return
+            assert r.status == 200, r.body
+            claims[i].append(r.body)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(AGENTS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    assert not errors, errors[:3]
-    assert not any(t.is_alive() for t in threads)
+    together(AGENTS, run, timeout=600)
 
     got = [c["handoff"]["id"] for cs in claims.values() for c in cs]
     assert len(got) == HANDOFFS and len(set(got)) == HANDOFFS, "each hand-off claimed exactly once"

@@ -5,7 +5,6 @@ with the API, plan changes, and that nothing outside a task is touched. Ages are
 from __future__ import annotations
 
 import itertools
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +12,7 @@ from google.cloud import firestore
 
 from shared.services import accounts, cleanup
 from shared.store import Store
-from tests.helpers import assert_event_log, snapshot_all, stored_events, stored_workflow
+from tests.helpers import assert_event_log, snapshot_all, stored_events, stored_workflow, together
 
 DAY = timedelta(days=1)
 
@@ -360,23 +359,8 @@ def test_two_overlapping_runs_never_do_anything_twice_and_never_fail(api, tenant
         _idempotent_create(api, tenant, f"key-{i}")
         _record(store, acct, f"key-{i}").update({"expires_at": _ago(1)})
     stores = [Store(firestore.Client(project=project_id), timeout_seconds=3) for _ in range(2)]  # one per run
-    barrier = threading.Barrier(2)
-    reports: list[cleanup.Report] = []
-    errors: list[BaseException] = []
-
-    def one(s: Store) -> None:
-        try:
-            barrier.wait()
-            reports.append(cleanup.run(s))
-        except BaseException as exc:  # the test reports it
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors and len(reports) == 2
+    reports = together(2, lambda i: cleanup.run(stores[i]), timeout=120)
+    assert len(reports) == 2
     total = {task: sum(r.tasks[task].done for r in reports) for task in cleanup.TASKS}
     assert total["stale"] == 8 and total["retention"] == 4 and total["records"] == 5
     for wf in stale:

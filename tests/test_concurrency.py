@@ -5,7 +5,6 @@ store RPCs (one batched read, one commit), plus the one key read at the HTTP edg
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from shared.models import RollbackRequest, TransitionRequest
 from shared.services import accounts
 from shared.services import workflows as service
 from shared.state_machine import Role, State
-from tests.helpers import Api, Tenant, assert_event_log, stored_events
+from tests.helpers import Api, Tenant, assert_event_log, stored_events, together
 
 THREADS = 16
 TOGGLE = {State.DISCOVERY: State.PLANNING, State.PLANNING: State.DISCOVERY}
@@ -41,32 +40,17 @@ class Outcome:
 
 def race(attempt: Callable[[int, int], Outcome | None], rounds: int) -> list[Outcome]:
     """Run `attempt(thread, round)` in THREADS threads released together; None from an attempt stops its thread."""
-    barrier = threading.Barrier(THREADS)
-    outcomes: list[Outcome] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
 
-    def worker(thread: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            for n in range(rounds):
-                outcome = attempt(thread, n)
-                if outcome is None:
-                    return
-                with lock:
-                    outcomes.append(outcome)
-        except BaseException as exc:  # surfaced below: a crash in a thread must fail the test
-            with lock:
-                errors.append(exc)
+    def worker(thread: int) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for n in range(rounds):
+            outcome = attempt(thread, n)
+            if outcome is None:
+                break
+            outcomes.append(outcome)
+        return outcomes
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not any(t.is_alive() for t in threads), "a racing thread never finished"
-    assert not errors, errors
-    return outcomes
+    return [o for per_thread in together(THREADS, worker) for o in per_thread]
 
 
 def check_no_lost_or_doubled_change(api: Api, tenant: Tenant, workflow_id: str, outcomes: list[Outcome],
