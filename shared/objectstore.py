@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import Unavailable
+from shared.instance import PerInstance
 
 _CHUNK = 1024 * 1024
 
@@ -216,21 +217,14 @@ class ObjectStore:
                 self.client.create_bucket(Bucket=self.cfg.bucket, **extra)
 
 
-_store: ObjectStore | None = None
-_store_lock = threading.Lock()
+_store: PerInstance[ObjectStore] = PerInstance(lambda: ObjectStore(ObjectStoreConfig.from_env()))
 
 
 def get_object_store() -> ObjectStore:
     """This instance's object store, configured and created on first use."""
-    global _store
-    if _store is None:
-        with _store_lock:
-            if _store is None:
-                _store = ObjectStore(ObjectStoreConfig.from_env())
-    return _store
+    return _store.get()
 
 
 def use_object_store(store: ObjectStore | None) -> None:
     """Point this process at another object store (tests, tools). None: back to the configured one."""
-    global _store
-    _store = store
+    _store.set(store)

@@ -23,6 +23,7 @@ from google.cloud import firestore
 
 from shared.config import config
 from shared.errors import Unavailable
+from shared.instance import PerInstance
 
 DocRef = firestore.DocumentReference
 Increment = firestore.Increment
@@ -244,21 +245,14 @@ class Store:
             deleted += len(snaps)
         return deleted
 
-_store: Store | None = None
-_store_lock = threading.Lock()
+_store: PerInstance[Store] = PerInstance(lambda: Store(firestore.Client(project=config().project)))
 
 
 def get_store() -> Store:
-    """The instance's store, created on first use (cold start pays nothing until a request needs it)."""
-    global _store
-    if _store is None:
-        with _store_lock:
-            if _store is None:
-                _store = Store(firestore.Client(project=config().project))
-    return _store
+    """The instance's store, created on first use."""
+    return _store.get()
 
 
 def use_store(store: Store | None) -> None:
     """Point this process at another store (tests, tools). None: back to the configured one."""
-    global _store
-    _store = store
+    _store.set(store)

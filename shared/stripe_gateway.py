@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from typing import Any
 
 from shared.errors import (
@@ -25,6 +24,7 @@ from shared.errors import (
     MalformedJson,
     Unavailable,
 )
+from shared.instance import PerInstance
 
 SIGNATURE_TOLERANCE_SECONDS = 300
 TIMEOUT_SECONDS = 10.0
@@ -102,30 +102,25 @@ class Gateway:
         return session.url
 
 
-_gateway: Gateway | None = None
-_lock = threading.Lock()
+def _configured() -> Gateway:
+    api_key = os.environ.get("STRIPE_API_KEY", "").strip()
+    if not api_key:
+        raise BillingNotConfigured("STRIPE_API_KEY is not set.")
+    try:
+        retries = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
+    except ValueError as exc:
+        raise BillingNotConfigured("STRIPE_MAX_NETWORK_RETRIES must be a number.") from exc
+    return Gateway(api_key, api_base=os.environ.get("STRIPE_API_BASE") or None, max_network_retries=retries)
+
+
+_gateway: PerInstance[Gateway] = PerInstance(_configured)
 
 
 def get_gateway() -> Gateway:
     """This instance's Stripe client, created on first use."""
-    global _gateway
-    if _gateway is None:
-        with _lock:
-            if _gateway is None:
-                api_key = os.environ.get("STRIPE_API_KEY", "").strip()
-                if not api_key:
-                    raise BillingNotConfigured("STRIPE_API_KEY is not set.")
-                try:
-                    retries = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
-                except ValueError as exc:
-                    raise BillingNotConfigured("STRIPE_MAX_NETWORK_RETRIES must be a number.") from exc
-                _gateway = Gateway(api_key, api_base=os.environ.get("STRIPE_API_BASE") or None,
-                                   max_network_retries=retries)
-    return _gateway
+    return _gateway.get()
 
 
 def reset_gateway() -> None:
     """Forget the client (tests that change the configuration)."""
-    global _gateway
-    _gateway = None
-
+    _gateway.set(None)
