@@ -12,8 +12,8 @@ from typing import Any
 import flask
 import functions_framework
 
-from shared.event_functions import EVENT_FUNCTIONS
-from shared.routes import ROUTES
+from shared.http.event_functions import EVENT_FUNCTIONS
+from shared.http.routes import ROUTES
 
 
 def _http_entry(function: str) -> Any:
@@ -35,8 +35,8 @@ def _cloud_event_entry(function: str) -> Any:
 def unmatched_path(_: Exception) -> Any:
     """Flask's own 404, for a path that functions-framework's catch-all route cannot match at all (`<path:path>`
     does not match a newline, e.g. `/v1/workflows/a%0Ab`): answered like any unknown path, in problem+json."""
-    from shared.errors import NotFound
-    from shared.http import problem_response
+    from shared.domain.errors import NotFound
+    from shared.http.endpoint import problem_response
 
     return problem_response(NotFound("No such resource."), flask.request.path)
 

@@ -32,7 +32,7 @@ def run() -> None:
 
 
 def _seed(store, owner, count: int) -> None:
-    from shared.models import CreateWorkflowRequest
+    from shared.domain.models import CreateWorkflowRequest
     from shared.services.workflows import create_workflow
 
     for i in range(count):
@@ -40,9 +40,9 @@ def _seed(store, owner, count: int) -> None:
 
 
 def _agents(store, account_id: str, count: int) -> list:
-    from shared.auth import Principal
+    from shared.domain.state_machine import Role
     from shared.services import accounts
-    from shared.state_machine import Role
+    from shared.services.auth import Principal
 
     principals = []
     for i in range(count):
@@ -53,7 +53,7 @@ def _agents(store, account_id: str, count: int) -> list:
 
 def _phase(store, principals: list, total: int) -> tuple[float, Counter, list[int]]:
     """Every principal claims until told there is nothing; returns (seconds, RPCs, claims per agent)."""
-    from shared.models import ClaimRequest
+    from shared.domain.models import ClaimRequest
     from shared.services.handoffs import claim_handoff
 
     got = [0] * len(principals)
@@ -92,10 +92,10 @@ def _report(title: str, seconds: float, rpcs: Counter, got: list[int], claims: i
 def _run() -> None:
     from google.cloud import firestore
 
-    from shared.auth import Principal
+    from shared.adapters.firestore import Store
+    from shared.domain.state_machine import Role
     from shared.services import accounts
-    from shared.state_machine import Role
-    from shared.store import Store
+    from shared.services.auth import Principal
 
     store = Store(firestore.Client(project=f"bench-claims-{uuid.uuid4().hex[:8]}"))
     account = accounts.create_account(store, "Bench", entitled=True)

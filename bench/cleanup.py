@@ -22,10 +22,10 @@ GOAL = 1.2
 
 def _seed(client: Any, now: datetime, rng: random.Random) -> set[str]:
     """Workflows as the product writes them (document + its CREATED event), straight into the store in batches."""
-    from shared.models import CreateWorkflowRequest
+    from shared.domain.models import CreateWorkflowRequest
+    from shared.domain.state_machine import State, role_of
+    from shared.domain.workflow import create
     from shared.services.workflows import _event_doc
-    from shared.state_machine import State, role_of
-    from shared.workflow import create
 
     accounts = [f"acct_bench{i:03d}" for i in range(ACCOUNTS)]
     stale = set(rng.sample(range(WORKFLOWS), int(WORKFLOWS * STALE_FRACTION)))
@@ -66,8 +66,8 @@ def run() -> dict[str, Any]:
 def _run() -> dict[str, Any]:
     from google.cloud import firestore
 
+    from shared.adapters.firestore import Store
     from shared.services import cleanup
-    from shared.store import Store
 
     client = firestore.Client(project=f"bench-cleanup-{uuid.uuid4().hex[:8]}")
     now = datetime.now(UTC)

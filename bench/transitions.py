@@ -62,9 +62,9 @@ def _p(samples: list[float]) -> str:
 
 def _tenant(store: Any) -> tuple[Any, str]:
     """An entitled account and its owner: (principal, api key)."""
-    from shared.auth import authenticate
+    from shared.domain.state_machine import Role
     from shared.services import accounts
-    from shared.state_machine import Role
+    from shared.services.auth import authenticate
 
     account = accounts.create_account(store, "Bench", entitled=True)
     key, _ = accounts.create_key(store, account.id, [Role.OWNER], name="owner")
@@ -72,14 +72,14 @@ def _tenant(store: Any) -> tuple[Any, str]:
 
 
 def _new_workflow(store: Any, owner: Any) -> str:
-    from shared.models import CreateWorkflowRequest
+    from shared.domain.models import CreateWorkflowRequest
     from shared.services.workflows import create_workflow
 
     return create_workflow(store, owner, CreateWorkflowRequest(title="bench"), None).body["id"]
 
 
 def _other(state: Any) -> Any:
-    from shared.state_machine import State
+    from shared.domain.state_machine import State
 
     return State.PLANNING if state is State.DISCOVERY else State.DISCOVERY
 
@@ -127,7 +127,7 @@ class Recorder:
 
 def _floor(client: Any, read: list[str], ops: list[tuple[str, str, Any, bool]]) -> float:
     """One bare batched read and one batched commit of the same documents, same precondition; its duration."""
-    from shared.store import Store, Writes
+    from shared.adapters.firestore import Store, Writes
 
     translate = Store(client).batch  # built before the clock starts: the floor times only the two RPCs' work
     started = time.perf_counter()
@@ -142,9 +142,9 @@ def _floor(client: Any, read: list[str], ops: list[tuple[str, str, Any, bool]]) 
 
 
 def _uncontended(store: Any, floor_client: Any, owner: Any) -> None:
-    from shared.models import TransitionRequest
+    from shared.domain.models import TransitionRequest
+    from shared.domain.state_machine import State
     from shared.services.workflows import get_workflow, transition_workflow
-    from shared.state_machine import State
     from tests.helpers import assert_event_log
 
     wf = _new_workflow(store, owner)
@@ -174,8 +174,8 @@ def _uncontended(store: Any, floor_client: Any, owner: Any) -> None:
 
 
 def _http(store: Any, owner: Any, key: str) -> None:
-    from shared.state_machine import State
-    from shared.store import use_store
+    from shared.adapters.firestore import use_store
+    from shared.domain.state_machine import State
     from tests.live import LiveServer
     from tools.router import create_app
 
@@ -247,12 +247,12 @@ def _race(worker: Callable[[], bool], budget: float | None) -> tuple[float, int,
 def _contention(store: Any, owner: Any) -> None:
     from google.cloud import firestore
 
-    from shared import handoff as handoff_domain
-    from shared import workflow as domain
-    from shared.errors import VersionConflict
-    from shared.models import Workflow
+    from shared.adapters.firestore import Writes
+    from shared.domain import handoff as handoff_domain
+    from shared.domain import workflow as domain
+    from shared.domain.errors import VersionConflict
+    from shared.domain.models import Workflow
     from shared.services import workflows as service
-    from shared.store import Writes
     from tests.helpers import assert_event_log
 
     def toggle(workflow: Workflow, _: Any, at: Any) -> Any:
@@ -324,7 +324,7 @@ def _contention(store: Any, owner: Any) -> None:
 def _run() -> None:
     from google.cloud import firestore
 
-    from shared.store import Store
+    from shared.adapters.firestore import Store
 
     run_id = uuid.uuid4().hex[:8]
     store = Store(firestore.Client(project=f"bench-transitions-{run_id}"))

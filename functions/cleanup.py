@@ -9,9 +9,9 @@ from typing import Any
 
 import pydantic
 
-from shared import logs
+from shared.adapters.firestore import get_store
+from shared.runtime import logs
 from shared.services import cleanup as service
-from shared.store import get_store
 
 
 def parse(cloud_event: Any) -> service.CleanupRequest:

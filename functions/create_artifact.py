@@ -1,5 +1,5 @@
-from shared.http import ApiRequest, Reply, endpoint
-from shared.objectstore import get_object_store
+from shared.adapters.objectstore import get_object_store
+from shared.http.endpoint import ApiRequest, Reply, endpoint
 from shared.services import artifacts
 
 

@@ -1,5 +1,5 @@
-from shared import state_machine
-from shared.http import ApiRequest, Reply, endpoint
+from shared.domain import state_machine
+from shared.http.endpoint import ApiRequest, Reply, endpoint
 
 
 @endpoint("describe_state_machine")

@@ -1,5 +1,5 @@
-from shared import openapi
-from shared.http import ApiRequest, Reply, endpoint
+from shared.http import openapi
+from shared.http.endpoint import ApiRequest, Reply, endpoint
 
 
 @endpoint("get_openapi")

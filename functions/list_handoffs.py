@@ -1,5 +1,5 @@
-from shared.http import ApiRequest, Reply, endpoint
-from shared.models import PageQuery
+from shared.domain.models import PageQuery
+from shared.http.endpoint import ApiRequest, Reply, endpoint
 from shared.services import handoffs
 
 

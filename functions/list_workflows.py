@@ -1,5 +1,5 @@
-from shared.http import ApiRequest, Reply, endpoint
-from shared.models import ListWorkflowsQuery
+from shared.domain.models import ListWorkflowsQuery
+from shared.http.endpoint import ApiRequest, Reply, endpoint
 from shared.services import workflows
 
 

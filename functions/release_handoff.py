@@ -1,4 +1,4 @@
-from shared.http import ApiRequest, Reply, endpoint
+from shared.http.endpoint import ApiRequest, Reply, endpoint
 from shared.services import handoffs
 
 

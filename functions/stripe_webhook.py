@@ -1,4 +1,4 @@
-from shared.http import ApiRequest, Reply, endpoint, read_body
+from shared.http.endpoint import ApiRequest, Reply, endpoint, read_body
 from shared.services import billing
 
 

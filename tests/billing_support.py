@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import stripe
 
-from shared import billing, plans
-from shared.billing import StripeEvent
-from shared.config import config
-from shared.models import Account
+from shared.adapters.stripe import reset_gateway
+from shared.domain import billing, plans
+from shared.domain.billing import StripeEvent
+from shared.domain.models import Account
+from shared.domain.state_machine import Role
+from shared.runtime.config import config
 from shared.services import accounts
-from shared.state_machine import Role
-from shared.stripe_gateway import reset_gateway
 from tests.helpers import Api, Response, Tenant
 from tests.stripe_fake import FakeStripe
 

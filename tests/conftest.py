@@ -42,7 +42,7 @@ def project_id() -> str:
 
 @pytest.fixture
 def store(emulator: Emulator, project_id: str) -> Iterator:
-    from shared.store import Store, use_store
+    from shared.adapters.firestore import Store, use_store
 
     s = Store(firestore.Client(project=project_id), timeout_seconds=3)
     use_store(s)
@@ -91,7 +91,7 @@ def live(app):
 def s3():
     """moto in server mode on a free port (real HTTP), with the bucket made; the process's object store points at
     it. Each test's objects live under its own account's prefix, so one bucket serves the session."""
-    from shared.objectstore import use_object_store
+    from shared.adapters.objectstore import use_object_store
     from tools.locals3 import LocalS3
 
     server = LocalS3().start()
@@ -103,10 +103,10 @@ def s3():
 @pytest.fixture
 def clock(monkeypatch):
     """Move time forward for lease expiry without waiting: `clock.advance(seconds)`. Every service reads
-    `shared.clock.now`, and the domain gets `now` from them, so this moves it for the whole product."""
+    `shared.runtime.clock.now`, and the domain gets `now` from them, so this moves it for the whole product."""
     from datetime import timedelta
 
-    from shared import clock as product_clock
+    from shared.runtime import clock as product_clock
 
     class Clock:
         offset = timedelta()

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import workflow as domain
-from shared.models import Event, Workflow
+from shared.adapters.firestore import Store
+from shared.domain import workflow as domain
+from shared.domain.models import Event, Workflow
+from shared.domain.state_machine import AGENT_ROLES, Role
 from shared.services import accounts
-from shared.state_machine import AGENT_ROLES, Role
-from shared.store import Store
 
 
 @dataclass

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from shared.store import QueryShape, Store
+from shared.adapters.firestore import QueryShape, Store
 from tools import firestore_indexes
 
 RECORDED: set[QueryShape] = set()

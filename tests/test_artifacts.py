@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.state_machine import Role
+from shared.domain.state_machine import Role
 from tests.agents import Agent, get, get_status, put
 from tests.helpers import assert_refused, snapshot_all
 
@@ -95,7 +95,7 @@ def test_an_artifact_above_the_plans_limit_is_payload_too_large(api, tenant):
 
 
 def test_the_limit_is_the_accounts_plans(api):
-    pro = api.tenant("Big", plan="pro")  # 1 GiB in shared/plans.json
+    pro = api.tenant("Big", plan="pro")  # 1 GiB in shared/domain/plans.json
     wf = api.create(pro)
     assert declare(api, pro.owner, wf["id"], size_bytes=1024 ** 3).status == 201
     assert_refused(api, lambda: declare(api, pro.owner, wf["id"], size_bytes=1024 ** 3 + 1), 413, "payload_too_large")
@@ -211,7 +211,7 @@ def test_only_the_artifact_functions_import_boto3():
     script = """
 import json, sys, importlib
 import main
-from shared.routes import ROUTES
+from shared.http.routes import ROUTES
 artifact_functions = {"create_artifact", "complete_artifact", "get_artifact", "list_artifacts"}
 for route in ROUTES:
     if route.function not in artifact_functions:
@@ -221,7 +221,7 @@ before = "boto3" in sys.modules
 for name in sorted(artifact_functions):
     importlib.import_module("functions." + name)
 on_import = "boto3" in sys.modules
-from shared.objectstore import ObjectStore, ObjectStoreConfig
+from shared.adapters.objectstore import ObjectStore, ObjectStoreConfig
 ObjectStore(ObjectStoreConfig(bucket="b", access_key_id="k", secret_access_key="s")).presign_get(
     "k", content_type="text/plain", content_disposition="attachment", expires_in=60)
 print(json.dumps([before, on_import, "boto3" in sys.modules]))

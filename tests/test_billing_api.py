@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared import plans
+from shared.domain import plans
 from tests import billing_support
 from tests.billing_support import (
     CANCEL_URL,

@@ -8,8 +8,8 @@ import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from shared import billing, plans
-from shared.models import Account
+from shared.domain import billing, plans
+from shared.domain.models import Account
 from shared.services import accounts
 from tests import billing_support
 from tests.billing_support import DAY, comparable, deliver, fold, life, now_s

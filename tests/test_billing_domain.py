@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from shared import billing, plans
-from shared.billing import StripeEvent
-from shared.errors import PaymentRequired, QuotaExceeded
-from shared.models import Account
+from shared.domain import billing, plans
+from shared.domain.billing import StripeEvent
+from shared.domain.errors import PaymentRequired, QuotaExceeded
+from shared.domain.models import Account
 from tests import billing_support
 from tests.billing_support import (
     DAY,

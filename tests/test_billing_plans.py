@@ -10,8 +10,8 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from shared import plans
-from shared.routes import ROUTES
+from shared.domain import plans
+from shared.http.routes import ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 BILLING_FUNCTIONS = {"stripe_webhook", "create_checkout_session", "create_portal_session", "get_account"}
@@ -37,11 +37,12 @@ def test_the_workflow_functions_do_not_load_stripe():
     assert "create_workflow" in others and "transition_workflow" in others
     loaded = modules_after_importing(*(f"functions.{f}" for f in others))
     assert not {m for m in loaded if m.split(".")[0] == "stripe"}
-    assert "shared.stripe_gateway" not in loaded and "shared.services.billing" not in loaded
+    assert "shared.adapters.stripe" not in loaded and "shared.services.billing" not in loaded
 
 
 def test_the_plans_file_is_checked_when_the_module_loads():
-    done = subprocess.run([sys.executable, "-c", "import shared.plans as p; print(p.catalog.cache_info().currsize)"],
+    code = "import shared.domain.plans as p; print(p.catalog.cache_info().currsize)"
+    done = subprocess.run([sys.executable, "-c", code],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "1", done.stderr
 

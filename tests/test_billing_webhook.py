@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 from google.cloud import firestore
 
-from shared.store import Store, use_store
+from shared.adapters.firestore import Store, use_store
 from tests import billing_support
 from tests.billing_support import (
     DAY,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from shared.models import HandoffStatus
+from shared.domain.models import HandoffStatus
+from shared.domain.state_machine import Role
 from shared.services import accounts
-from shared.state_machine import Role
 from tests.agents import Agent
 from tests.helpers import Api, together
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from google.cloud import firestore
 
+from shared.adapters.firestore import Store
 from shared.services import accounts, cleanup
-from shared.store import Store
 from tests.helpers import assert_event_log, snapshot_all, stored_events, stored_workflow, together
 
 DAY = timedelta(days=1)
@@ -51,7 +51,7 @@ def _cancelled_events(store: Store, account_id: str, workflow_id: str) -> list[A
 
 
 def test_claims_whose_lease_expired_go_back_to_pending_with_their_attempts(api, tenant):
-    from shared.state_machine import Role
+    from shared.domain.state_machine import Role
     from tests.agents import Agent
 
     store, acct = api.store, tenant.account_id
@@ -183,7 +183,7 @@ def test_final_workflows_past_retention_are_deleted_with_everything_under_them(a
 
 
 def test_retention_deletes_artifact_records_and_their_stored_objects(api, tenant, s3):
-    from shared.state_machine import Role
+    from shared.domain.state_machine import Role
     from tests.agents import Agent, get_status
 
     store, acct = api.store, tenant.account_id
@@ -208,9 +208,9 @@ def test_uploads_never_completed_are_deleted_with_their_bytes_a_day_after_their_
     import hashlib
     from datetime import UTC, datetime
 
-    from shared.artifact import object_key
-    from shared.objectstore import get_object_store
-    from shared.state_machine import Role
+    from shared.adapters.objectstore import get_object_store
+    from shared.domain.artifact import object_key
+    from shared.domain.state_machine import Role
     from tests.agents import Agent, put
 
     store, acct = api.store, tenant.account_id

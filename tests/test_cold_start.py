@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.event_functions import EVENT_FUNCTIONS
-from shared.routes import ROUTES
+from shared.http.event_functions import EVENT_FUNCTIONS
+from shared.http.routes import ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 # The heavy SDKs: stripe ≈ 125 ms, boto3 (with botocore) ≈ 170 ms of cold import each.
@@ -46,7 +46,7 @@ if mode == "import":
 else:
     import flask, main
     out["after_import"] = {"heavy": loaded(), "functions": functions()}
-    from shared.routes import BY_FUNCTION
+    from shared.http.routes import BY_FUNCTION
     route = BY_FUNCTION[name]
     path = route.path
     for param in route.params:

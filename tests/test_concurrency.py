@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from shared.auth import Principal, authenticate
-from shared.errors import ProblemError
-from shared.idempotency import IdempotencyRequest
-from shared.idempotency import parse as parse_idempotency_key
-from shared.models import RollbackRequest, TransitionRequest
+from shared.domain.errors import ProblemError
+from shared.domain.models import RollbackRequest, TransitionRequest
+from shared.domain.state_machine import Role, State
 from shared.services import accounts
 from shared.services import workflows as service
-from shared.state_machine import Role, State
+from shared.services.auth import Principal, authenticate
+from shared.services.idempotency import IdempotencyRequest
+from shared.services.idempotency import parse as parse_idempotency_key
 from tests.helpers import Api, Tenant, assert_event_log, stored_events, together
 
 THREADS = 16

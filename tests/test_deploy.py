@@ -17,9 +17,9 @@ import yaml
 from functions_framework import _function_registry
 
 import main
-from shared import openapi
-from shared.event_functions import EVENT_FUNCTIONS
-from shared.routes import ROUTES
+from shared.http import openapi
+from shared.http.event_functions import EVENT_FUNCTIONS
+from shared.http.routes import ROUTES
 from tools import gendeploy
 
 ROOT = Path(__file__).resolve().parent.parent

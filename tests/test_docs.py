@@ -14,7 +14,7 @@ def test_committed_docs_are_up_to_date():
 
 
 def test_openapi_is_served_and_names_every_route(api):
-    from shared.routes import ROUTES
+    from shared.http.routes import ROUTES
 
     r = api.get("/v1/openapi.json")
     assert r.status == 200 and r.body["openapi"].startswith("3.1")
@@ -25,8 +25,8 @@ def test_openapi_is_served_and_names_every_route(api):
 
 
 def test_openapi_schemas_match_the_models():
-    from shared.models import CreateWorkflowRequest, TransitionRequest
-    from shared.openapi import document
+    from shared.domain.models import CreateWorkflowRequest, TransitionRequest
+    from shared.http.openapi import document
 
     schemas = document()["components"]["schemas"]
     assert set(schemas["CreateWorkflowRequest"]["properties"]) == set(CreateWorkflowRequest.model_fields)

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
+from shared.domain.state_machine import Role
 from shared.services import accounts
-from shared.state_machine import Role
 from tests.agents import Agent
 from tests.helpers import assert_event_log, assert_refused, snapshot_all, stored_workflow
 
@@ -334,7 +334,7 @@ def test_list_handoffs_pages_newest_first(api, tenant):
 
 
 def test_release_expired_leases_returns_lapsed_claims_to_the_queue(api, tenant, clock):
-    from shared import clock as product_clock
+    from shared.runtime import clock as product_clock
     from shared.services.handoffs import release_expired_leases
 
     lapsed, live = api.create(tenant)["id"], api.create(tenant)["id"]

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from shared.adapters.firestore import QueryShape
+from shared.domain.state_machine import Role
 from shared.services import accounts, cleanup
-from shared.state_machine import Role
-from shared.store import QueryShape
 from tests import index_coverage
 from tests.agents import Agent
 from tools.firestore_indexes import INDEXES_FILE, IndexFile, covered, need, uncovered

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.state_machine import Role
+from shared.domain.state_machine import Role
 from tests.agents import Agent
 from tests.helpers import assert_event_log
 

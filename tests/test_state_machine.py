@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import state_machine as sm
-from shared import workflow as domain
-from shared.errors import Forbidden, InvalidTransition, ProblemError, RetryLimitExceeded
-from shared.models import CreateWorkflowRequest
-from shared.state_machine import AGENT_ROLES, STATES, TRANSITIONS, Role, State, StateKind
+from shared.domain import state_machine as sm
+from shared.domain import workflow as domain
+from shared.domain.errors import Forbidden, InvalidTransition, ProblemError, RetryLimitExceeded
+from shared.domain.models import CreateWorkflowRequest
+from shared.domain.state_machine import AGENT_ROLES, STATES, TRANSITIONS, Role, State, StateKind
 
 EXPECTED_ROLES = {
     State.DISCOVERY: Role.Q_ASSISTANT, State.PLANNING: Role.Q_ASSISTANT, State.DESIGN: Role.ARCHITECT,

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from shared.routes import ROUTES
-from shared.store import Store, use_store
+from shared.adapters.firestore import Store, use_store
+from shared.http.routes import ROUTES
 from tests.helpers import Response, Tenant, assert_event_log, snapshot_all
 from tests.live import LiveServer, TcpProxy, firestore_client_via
 

@@ -6,8 +6,8 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.query import Query
 
-from shared.errors import Unavailable
-from shared.store import Store, WriteConflict, Writes
+from shared.adapters.firestore import Store, WriteConflict, Writes
+from shared.domain.errors import Unavailable
 
 
 def test_a_query_refused_for_a_missing_index_is_unavailable_not_a_conflict(store: Store, monkeypatch):

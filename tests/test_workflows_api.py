@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from shared.domain.state_machine import Role
 from shared.services import accounts
-from shared.state_machine import Role
 from tests.helpers import assert_event_log, snapshot_all
 
 WF = "/v1/workflows"

@@ -16,10 +16,10 @@ import argparse
 import json
 import sys
 
-from shared.config import config
-from shared.errors import ProblemError
+from shared.adapters.firestore import get_store
+from shared.domain.errors import ProblemError
+from shared.runtime.config import config
 from shared.services import accounts
-from shared.store import get_store
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,8 @@ import json
 import os
 import sys
 
+from shared.adapters.firestore import get_store
 from shared.services import cleanup as service
-from shared.store import get_store
 
 
 def main(argv: list[str] | None = None) -> int:

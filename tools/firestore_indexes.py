@@ -30,7 +30,7 @@ from itertools import permutations
 from pathlib import Path
 from typing import Any
 
-from shared.store import QueryShape
+from shared.adapters.firestore import QueryShape
 
 INDEXES_FILE = Path(__file__).resolve().parent.parent / "infra" / "firestore.indexes.json"
 

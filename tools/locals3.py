@@ -34,7 +34,7 @@ class LocalS3:
         """Start the server, point this process's configuration at it and create the bucket."""
         from moto.server import ThreadedMotoServer
 
-        from shared.objectstore import ObjectStore, ObjectStoreConfig, use_object_store
+        from shared.adapters.objectstore import ObjectStore, ObjectStoreConfig, use_object_store
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)

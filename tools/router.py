@@ -10,9 +10,9 @@ import flask
 import functions_framework
 
 import main
-from shared.errors import MethodNotAllowed, NotFound
-from shared.http import problem_response
-from shared.routes import ROUTES
+from shared.domain.errors import MethodNotAllowed, NotFound
+from shared.http.endpoint import problem_response
+from shared.http.routes import ROUTES
 
 
 @functions_framework.http

@@ -21,10 +21,10 @@ DEV_ACCOUNT = "acct_dev"
 
 def bootstrap_dev_account() -> str:
     """Idempotent: the same key across restarts, re-registered if the emulator forgot it."""
-    from shared.config import config
+    from shared.adapters.firestore import get_store
+    from shared.domain.state_machine import Role
+    from shared.runtime.config import config
     from shared.services import accounts
-    from shared.state_machine import Role
-    from shared.store import get_store
 
     store = get_store()
     if not store.get(store.account(DEV_ACCOUNT)).exists:

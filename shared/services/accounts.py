@@ -5,12 +5,12 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
-from shared.auth import hash_key, new_key
-from shared.errors import NotFound
-from shared.models import Account, ApiKey
-from shared.plans import catalog
-from shared.state_machine import AGENT_ROLES, Role
-from shared.store import Store, Writes
+from shared.adapters.firestore import Store, Writes
+from shared.domain.errors import NotFound
+from shared.domain.models import Account, ApiKey
+from shared.domain.plans import catalog
+from shared.domain.state_machine import AGENT_ROLES, Role
+from shared.services.auth import hash_key, new_key
 
 
 def _now() -> datetime:
@@ -19,7 +19,7 @@ def _now() -> datetime:
 
 def _check_plan(plan: str) -> None:
     if catalog().find(plan) is None:
-        raise ValueError(f"no plan {plan!r}; the plans are {', '.join(catalog().plans)} (shared/plans.json)")
+        raise ValueError(f"no plan {plan!r}; the plans are {', '.join(catalog().plans)} (shared/domain/plans.json)")
 
 
 def create_account(store: Store, name: str, *, plan: str = "dev", entitled: bool = False,

@@ -2,7 +2,7 @@
 object store; clients upload and download directly with presigned URLs (15 minutes), so no byte passes through a
 function except when `complete` has to hash what was stored.
 
-Only the functions that presign or inspect objects (create, complete, get) touch `shared.objectstore`, which
+Only the functions that presign or inspect objects (create, complete, get) touch `shared.adapters.objectstore`, which
 imports boto3 lazily; listing artifacts and attaching them to transitions need Firestore only.
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from shared import artifact as domain
-from shared import clock, plans
-from shared import state_machine as sm
-from shared.auth import Principal
-from shared.errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed, VersionConflict
-from shared.idempotency import IdempotencyRequest, Outcome
-from shared.models import (
+from shared.adapters.firestore import Snapshot, Store, WriteConflict, Writes
+from shared.adapters.objectstore import ObjectStore
+from shared.domain import artifact as domain
+from shared.domain import plans
+from shared.domain import state_machine as sm
+from shared.domain.errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed, VersionConflict
+from shared.domain.models import (
     Artifact,
     ArtifactCreated,
     ArtifactDetail,
@@ -26,17 +26,18 @@ from shared.models import (
     PresignedRequest,
     Workflow,
 )
-from shared.objectstore import ObjectStore
-from shared.pagination import decode_page_token, encode_page_token
+from shared.runtime import clock
+from shared.services.auth import Principal
 from shared.services.commits import commit_change
+from shared.services.idempotency import IdempotencyRequest, Outcome
+from shared.services.pagination import decode_page_token, encode_page_token
 from shared.services.workflows import MAX_ATTEMPTS
-from shared.store import Snapshot, Store, WriteConflict, Writes
 
 DEFAULT_MAX_ARTIFACT_BYTES = 100 * 1024 * 1024
 
 
 def max_artifact_bytes(plan: str | None) -> int:
-    """The largest artifact the account's plan allows (`shared/plans.json`); 100 MiB for a plan it does not know."""
+    """The largest artifact the account's plan allows (the plans file); 100 MiB for a plan it does not know."""
     found = plans.catalog().find(plan or plans.DEV)
     return found.max_artifact_bytes if found else DEFAULT_MAX_ARTIFACT_BYTES
 

@@ -1,8 +1,8 @@
 """Billing use cases: the Stripe webhook, Checkout and Billing Portal sessions, and the account view.
 
 Each reads what it needs in one batched read (the webhook: a second read only when the account is not named in the
-event), decides in `shared.billing`, and writes in one atomic commit guarded by the account's update time. Stripe
-is reached only through `shared.stripe_gateway`.
+event), decides in `shared.domain.billing`, and writes in one atomic commit guarded by the account's update time. Stripe
+is reached only through `shared.adapters.stripe`.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import billing, idempotency, stripe_gateway
-from shared.auth import Principal
-from shared.billing import StripeEvent
-from shared.config import config
-from shared.errors import (
+from shared.adapters import stripe as stripe_gateway
+from shared.adapters.firestore import DocRef, Snapshot, Store, WriteConflict, Writes
+from shared.domain import billing
+from shared.domain.billing import StripeEvent
+from shared.domain.errors import (
     AlreadySubscribed,
     BillingNotConfigured,
     Forbidden,
@@ -24,8 +24,7 @@ from shared.errors import (
     ValidationFailed,
     VersionConflict,
 )
-from shared.idempotency import IdempotencyRequest, Outcome
-from shared.models import (
+from shared.domain.models import (
     Account,
     AccountUsage,
     AccountView,
@@ -35,8 +34,11 @@ from shared.models import (
     PortalSession,
     WebhookReceipt,
 )
-from shared.plans import catalog
-from shared.store import DocRef, Snapshot, Store, WriteConflict, Writes
+from shared.domain.plans import catalog
+from shared.runtime.config import config
+from shared.services import idempotency
+from shared.services.auth import Principal
+from shared.services.idempotency import IdempotencyRequest, Outcome
 
 MAX_ATTEMPTS = 10
 # Stripe retries a delivery for 3 days and an operator can resend an event for 30; past that a redelivery is still

@@ -35,15 +35,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import plans
-from shared import workflow as domain
-from shared.auth import Principal
-from shared.errors import InvalidTransition, NotFound, Unavailable, VersionConflict
-from shared.models import Event, Workflow
+from shared.adapters.firestore import Snapshot, Store, WriteConflict, Writes
+from shared.domain import plans
+from shared.domain import workflow as domain
+from shared.domain.errors import InvalidTransition, NotFound, Unavailable, VersionConflict
+from shared.domain.models import Event, Workflow
+from shared.domain.state_machine import STATES as STATE_SPECS
+from shared.domain.state_machine import Role, State, StateKind, is_active
 from shared.services import artifacts, handoffs, workflows
-from shared.state_machine import STATES as STATE_SPECS
-from shared.state_machine import Role, State, StateKind, is_active
-from shared.store import Snapshot, Store, WriteConflict, Writes
+from shared.services.auth import Principal
 
 SYSTEM_ACTOR = "system:cleanup"
 ACTIVE_STATES = [s.value for s, spec in STATE_SPECS.items() if spec.kind is StateKind.ACTIVE]
@@ -375,7 +375,7 @@ def delete_workflow(store: Store, seen: Snapshot) -> bool:
     overlapping runs exactly one deletes the workflow. True if this call deleted it."""
     account_id = account_of(seen)
     if store.query(store.artifacts(account_id, seen.id), limit=1):  # no record, no object: records go last
-        from shared.objectstore import get_object_store
+        from shared.adapters.objectstore import get_object_store
 
         artifacts.delete_workflow_artifacts(store, get_object_store(), account_id, seen.id)
     handoffs.delete_workflow_handoffs(store, account_id, seen.id)
@@ -477,7 +477,7 @@ def _abandoned_uploads(ctx: _Run, task: TaskReport) -> None:
     collection-group query)."""
     filters = [("status", "==", "PENDING_UPLOAD"), ("upload_expires_at", "<", ctx.now - ABANDONED_UPLOAD_AFTER)]
     for page in ctx.pages("artifacts", filters, "upload_expires_at", _RECORD_COST, task):
-        from shared.objectstore import get_object_store  # boto3 only when there is something to delete
+        from shared.adapters.objectstore import get_object_store  # boto3 only when there is something to delete
 
         objects = get_object_store()
         for snap in page:

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from shared import clock, idempotency
-from shared.errors import VersionConflict
-from shared.idempotency import IdempotencyRequest, Outcome
-from shared.store import DocRef, Snapshot, Store, WriteConflict, Writes
+from shared.adapters.firestore import DocRef, Snapshot, Store, WriteConflict, Writes
+from shared.domain.errors import VersionConflict
+from shared.runtime import clock
+from shared.services import idempotency
+from shared.services.idempotency import IdempotencyRequest, Outcome
 
 # (response body, the writes that make it true)
 Decide = Callable[[dict[str, Snapshot], datetime], tuple[dict[str, Any], Writes]]

@@ -15,13 +15,11 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from shared import clock, idempotency
-from shared import handoff as domain
-from shared import workflow as workflow_domain
-from shared.auth import Principal
-from shared.errors import NotFound, ValidationFailed
-from shared.idempotency import IdempotencyRequest, Outcome
-from shared.models import (
+from shared.adapters.firestore import DocRef, Snapshot, Store, WriteConflict, Writes
+from shared.domain import handoff as domain
+from shared.domain import workflow as workflow_domain
+from shared.domain.errors import NotFound, ValidationFailed
+from shared.domain.models import (
     ClaimRequest,
     ClaimResult,
     Handoff,
@@ -31,10 +29,13 @@ from shared.models import (
     ReleaseRequest,
     Workflow,
 )
-from shared.pagination import decode_page_token, encode_page_token
+from shared.runtime import clock
+from shared.services import idempotency
+from shared.services.auth import Principal
 from shared.services.commits import commit_change
+from shared.services.idempotency import IdempotencyRequest, Outcome
+from shared.services.pagination import decode_page_token, encode_page_token
 from shared.services.workflows import MAX_ATTEMPTS, handoff_document
-from shared.store import DocRef, Snapshot, Store, WriteConflict, Writes
 
 # Candidates per claim query: enough that 16+ agents racing for the head of the queue spread out within one result
 # (measured in bench/claims.py: 8 first and 32 after a lost race cost ~0.9 more queries per contended claim; 32

@@ -1,4 +1,4 @@
-"""Workflow use cases. Each loads what it needs in one batched read, asks the domain (`shared.workflow`) what to
+"""Workflow use cases. Each loads what it needs in one batched read, asks the domain (`shared.domain.workflow`) what to
 do, and writes the result in one atomic commit guarded by preconditions (no read-write transactions: they back
 off for a second or more under contention, and agents racing on one workflow is normal here)."""
 
@@ -8,15 +8,13 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 
-from shared import artifact as artifact_domain
-from shared import billing, clock, plans
-from shared import handoff as handoff_domain
-from shared import workflow as domain
-from shared.auth import Principal
-from shared.config import config
-from shared.errors import Forbidden, NotFound, ValidationFailed, VersionConflict
-from shared.idempotency import IdempotencyRequest, Outcome
-from shared.models import (
+from shared.adapters.firestore import DeleteField, Increment, Snapshot, Store, Writes
+from shared.domain import artifact as artifact_domain
+from shared.domain import billing, plans
+from shared.domain import handoff as handoff_domain
+from shared.domain import workflow as domain
+from shared.domain.errors import Forbidden, NotFound, ValidationFailed, VersionConflict
+from shared.domain.models import (
     Artifact,
     ChangeResult,
     CreateWorkflowRequest,
@@ -28,10 +26,13 @@ from shared.models import (
     Workflow,
     WorkflowPage,
 )
-from shared.pagination import decode_page_token, encode_page_token
+from shared.domain.state_machine import Role, State, is_active
+from shared.runtime import clock
+from shared.runtime.config import config
+from shared.services.auth import Principal
 from shared.services.commits import commit_change
-from shared.state_machine import Role, State, is_active
-from shared.store import DeleteField, Increment, Snapshot, Store, Writes
+from shared.services.idempotency import IdempotencyRequest, Outcome
+from shared.services.pagination import decode_page_token, encode_page_token
 
 # A lost race re-reads and re-validates; bounded so a hot workflow answers 409 rather than spinning.
 MAX_ATTEMPTS = 10

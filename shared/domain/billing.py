@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.errors import PaymentRequired, QuotaExceeded
-from shared.models import Account, Entitlement, Subscription
-from shared.plans import Catalog, Plan
+from shared.domain.errors import PaymentRequired, QuotaExceeded
+from shared.domain.models import Account, Entitlement, Subscription
+from shared.domain.plans import Catalog, Plan
 
 ENTITLED = frozenset({"active", "trialing"})
 GRACE = "past_due"

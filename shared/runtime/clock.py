@@ -1,5 +1,5 @@
 """The one clock the services read (UTC). Domain code never reads it: the services pass `now` in, so a test can
-move time (lease expiry) by patching `shared.clock.now` alone."""
+move time (lease expiry) by patching `shared.runtime.clock.now` alone."""
 
 from __future__ import annotations
 

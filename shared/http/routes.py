@@ -9,7 +9,7 @@ from functools import cached_property
 
 from pydantic import BaseModel
 
-from shared import models as m
+from shared.domain import models as m
 
 # Ids the product hands out are [A-Za-z0-9_-]; anything else cannot name a document, so it is simply not found.
 _PARAM = r"(?P<{name}>[A-Za-z0-9_-]{{1,128}})"

@@ -21,9 +21,9 @@ from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry, if_transient_error
 from google.cloud import firestore
 
-from shared.config import config
-from shared.errors import Unavailable
-from shared.instance import PerInstance
+from shared.domain.errors import Unavailable
+from shared.runtime.config import config
+from shared.runtime.instance import PerInstance
 
 DocRef = firestore.DocumentReference
 Increment = firestore.Increment

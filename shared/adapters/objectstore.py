@@ -29,8 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import Unavailable
-from shared.instance import PerInstance
+from shared.domain.errors import Unavailable
+from shared.runtime.instance import PerInstance
 
 _CHUNK = 1024 * 1024
 

@@ -18,10 +18,8 @@ from typing import Any
 import flask
 import pydantic
 
-from shared import idempotency, logs
-from shared.auth import Principal, authenticate
-from shared.config import config
-from shared.errors import (
+from shared.adapters.firestore import Store, get_store
+from shared.domain.errors import (
     Internal,
     MalformedJson,
     MethodNotAllowed,
@@ -30,9 +28,12 @@ from shared.errors import (
     ProblemError,
     ValidationFailed,
 )
-from shared.idempotency import IdempotencyRequest, Outcome
-from shared.routes import BY_FUNCTION, Route
-from shared.store import Store, get_store
+from shared.http.routes import BY_FUNCTION, Route
+from shared.runtime import logs
+from shared.runtime.config import config
+from shared.services import idempotency
+from shared.services.auth import Principal, authenticate
+from shared.services.idempotency import IdempotencyRequest, Outcome
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -156,7 +157,7 @@ Handler = Callable[[ApiRequest], Reply]
 
 def endpoint(function: str) -> Callable[[Handler], Callable[[flask.Request], Any]]:
     """Wrap a handler as the HTTP entry point of `function`: its method, path, body and query models come from
-    `shared.routes`, so the handler gets them parsed and validated."""
+    `shared.http.routes`, so the handler gets them parsed and validated."""
     route = BY_FUNCTION[function]
 
     def wrap(handler: Handler) -> Callable[[flask.Request], flask.Response]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.errors import IdempotencyKeyReused, ValidationFailed
-from shared.store import Snapshot
+from shared.adapters.firestore import Snapshot
+from shared.domain.errors import IdempotencyKeyReused, ValidationFailed
 
 TTL = timedelta(hours=24)
 

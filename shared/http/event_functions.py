@@ -1,6 +1,6 @@
 """The functions that are not HTTP endpoints: each is triggered by a Pub/Sub topic (delivered as a CloudEvent) that
 Cloud Scheduler publishes to. `main.py`, `serverless.yml`, `infra/deploy.sh` and the deployment checks read this
-table, as they read `shared.routes.ROUTES` for the HTTP functions."""
+table, as they read `shared.http.routes.ROUTES` for the HTTP functions."""
 
 from __future__ import annotations
 

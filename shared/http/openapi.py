@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from shared import state_machine
-from shared.models import Problem
-from shared.routes import ROUTES, Route
+from shared.domain import state_machine
+from shared.domain.models import Problem
+from shared.http.routes import ROUTES, Route
 
 _REF = "#/components/schemas/{model}"
 _ERRORS = {

@@ -8,7 +8,7 @@ import binascii
 import json
 from typing import Any
 
-from shared.errors import ValidationFailed
+from shared.domain.errors import ValidationFailed
 
 
 def encode_page_token(scope: str, cursor: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
-"""The plans: each plan's limits come from `shared/plans.json` (in the repo, reviewed like code) and each sold plan's
-Stripe price id from the environment variable the file names (so test and live mode use different prices without a
-code change). Importing this module loads and checks the file, so a bad plans file stops an instance at start-up
-instead of failing a customer's request. No I/O after that.
+"""The plans: each plan's limits come from `plans.json` beside this module (in the repo, reviewed like code) and
+each sold plan's Stripe price id from the environment variable the file names (so test and live mode use different
+prices without a code change). Importing this module loads and checks the file, so a bad plans file stops an
+instance at start-up instead of failing a customer's request. No I/O after that.
 
 The limits are read by workflow creation (`max_active_workflows`), artifacts (`max_artifact_bytes`) and the
 scheduled cleanup (`retention_days`, `stale_after_days`).

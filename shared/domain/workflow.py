@@ -6,10 +6,10 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from shared import state_machine as sm
-from shared.errors import Forbidden, InvalidTransition, RetryLimitExceeded, ValidationFailed
-from shared.models import AllowedTransition, CreateWorkflowRequest, Event, EventType, Workflow, WorkflowView
-from shared.state_machine import Role, State
+from shared.domain import state_machine as sm
+from shared.domain.errors import Forbidden, InvalidTransition, RetryLimitExceeded, ValidationFailed
+from shared.domain.models import AllowedTransition, CreateWorkflowRequest, Event, EventType, Workflow, WorkflowView
+from shared.domain.state_machine import Role, State
 
 INITIAL_STATE = State.DISCOVERY
 

@@ -13,7 +13,7 @@ class Config:
     store_timeout_seconds: float
     key_env: str  # the <env> part of new API keys: qo_<env>_...
     max_body_bytes: int = 256 * 1024
-    # Billing. Stripe's secrets (STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET) are read by `shared.stripe_gateway` only.
+    # Billing. Stripe's secrets (STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET) are read by `shared.adapters.stripe` only.
     billing_grace_days: float = 3.0  # past_due stays entitled until current_period_end + this
     checkout_success_url: str | None = None  # where Stripe Checkout sends the customer back to
     checkout_cancel_url: str | None = None

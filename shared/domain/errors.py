@@ -1,4 +1,4 @@
-"""The one error hierarchy. Every refusal the product makes is a `ProblemError`; `shared.http` renders it as
+"""The one error hierarchy. Every refusal the product makes is a `ProblemError`; `shared.http.endpoint` renders it as
 RFC 9457 `application/problem+json` with a stable `code`. Pure: no I/O."""
 
 from __future__ import annotations

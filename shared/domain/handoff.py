@@ -16,10 +16,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared import state_machine as sm
-from shared.errors import Forbidden, LeaseHeld, LeaseLost
-from shared.models import CurrentHandoff, Event, EventType, Handoff, HandoffStatus, Workflow
-from shared.state_machine import AGENT_ROLES, Role
+from shared.domain import state_machine as sm
+from shared.domain.errors import Forbidden, LeaseHeld, LeaseLost
+from shared.domain.models import CurrentHandoff, Event, EventType, Handoff, HandoffStatus, Workflow
+from shared.domain.state_machine import AGENT_ROLES, Role
 
 OPEN = (HandoffStatus.PENDING, HandoffStatus.CLAIMED)
 

@@ -12,10 +12,10 @@ import secrets
 import string
 from dataclasses import dataclass
 
-from shared.errors import Unauthenticated
-from shared.models import ApiKey
-from shared.state_machine import Role
-from shared.store import Store
+from shared.adapters.firestore import Store
+from shared.domain.errors import Unauthenticated
+from shared.domain.models import ApiKey
+from shared.domain.state_machine import Role
 
 KEY_PATTERN = re.compile(r"^qo_[a-z0-9]{1,16}_[A-Za-z0-9]{32,128}$")
 _BASE62 = string.ascii_letters + string.digits

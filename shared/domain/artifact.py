@@ -11,8 +11,8 @@ import unicodedata
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from shared.errors import ChecksumMismatch, UploadIncomplete, ValidationFailed
-from shared.models import Artifact, ArtifactStatus, CreateArtifactRequest
+from shared.domain.errors import ChecksumMismatch, UploadIncomplete, ValidationFailed
+from shared.domain.models import Artifact, ArtifactStatus, CreateArtifactRequest
 
 MAX_NAME_CHARS = 255
 URL_TTL = timedelta(minutes=15)

@@ -17,14 +17,14 @@ import json
 import os
 from typing import Any
 
-from shared.errors import (
+from shared.domain.errors import (
     BillingNotConfigured,
     BillingProviderError,
     InvalidSignature,
     MalformedJson,
     Unavailable,
 )
-from shared.instance import PerInstance
+from shared.runtime.instance import PerInstance
 
 SIGNATURE_TOLERANCE_SECONDS = 300
 TIMEOUT_SECONDS = 10.0

@@ -1,6 +1,6 @@
 """Pydantic models: the stored documents (domain entities) and the API's request and response bodies.
 
-The OpenAPI document is generated from these (see `shared.openapi`), so they are the one description of the API's
+The OpenAPI document is generated from these (see `shared.http.openapi`), so they are the one description of the API's
 shapes. Pure: no I/O.
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.state_machine import Role, State
+from shared.domain.state_machine import Role, State
 
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,63}$")]
 LabelValue = Annotated[str, StringConstraints(max_length=256)]
@@ -110,7 +110,7 @@ class Event(BaseModel):
 
 class Subscription(BaseModel):
     """A Stripe subscription as its account keeps it (`accounts/{id}.subscriptions[sub_id]`): what the events said,
-    and the ordering key of the last event applied (see `shared.billing`)."""
+    and the ordering key of the last event applied (see `shared.domain.billing`)."""
 
     id: str
     customer: str | None = None
@@ -130,7 +130,7 @@ class Account(BaseModel):
     name: str
     plan: str = "dev"
     # The operator's grant (admin command). It decides only for accounts with no Stripe subscription; once Stripe
-    # has linked one, the subscriptions below decide (see `shared.billing.standing`).
+    # has linked one, the subscriptions below decide (see `shared.domain.billing.standing`).
     entitled: bool = False
     created_at: datetime
     # Workflows in an active state (not COMPLETED, CANCELLED or FAILED): kept in the same commits that change it,
