@@ -1,5 +1,6 @@
 """The local router: one functions-framework target that serves every HTTP function under its /v1 path, the way
-the API gateway does in production. Used by `make run` and the tests."""
+the API gateway does in production, and the dashboard (web/) at `/`, the way Firebase Hosting does. Used by
+`make run` and the tests."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ import main
 from shared.domain.errors import MethodNotAllowed, NotFound
 from shared.http.endpoint import problem_response
 from shared.http.routes import ROUTES
+from tools import dashboard
 
 
 @functions_framework.http
 def router(request: flask.Request) -> Any:
     # Only bare /v1 paths here: the optional leading segment a function tolerates is the gateway's business.
+    if not request.path.startswith("/v1/"):
+        page = dashboard.serve(request)
+        if page is not None:
+            return page
     matching = [r for r in ROUTES if request.path.startswith("/v1/") and r.match(request.path) is not None]
     if not matching:
         return problem_response(NotFound("No such resource."), request.path)
