@@ -5,7 +5,7 @@
 import { PHASES, pretty, s } from './ui.js';
 
 const MAIN = [...PHASES, 'COMPLETED'];
-const NODE_W = 150, NODE_H = 30, PITCH = 46, MX = 78, TOP = 12;
+const NODE_W = 150, NODE_H = 30, PITCH = 54, MX = 78, TOP = 12;
 const SIDE = { CANCELLED: 1.5, FAILED: 5 }; // rows of the right-hand column
 const RX = 268, RW = 96;
 
@@ -53,8 +53,8 @@ export function diagram(machine, workflow, events) {
     counts.set(key, (counts.get(key) || 0) + 1);
   }
   const defs = s('defs', {}, ['base', 'forward', 'rework', 'fail', 'cancel', 'rollback'].map((k) =>
-    s('marker', { id: `arr-${k}`, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7,
-      orient: 'auto-start-reverse' }, s('path', { d: 'M0 0 L10 5 L0 10 z', class: `mk ${k}` }))));
+    s('marker', { id: `arr-${k}`, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 9, markerHeight: 9,
+      markerUnits: 'userSpaceOnUse', orient: 'auto-start-reverse' }, s('path', { d: 'M0 0 L10 5 L0 10 z', class: `mk ${k}` }))));
   const base = machine.transitions.map((t) => s('path', { d: edgePath(t.from, t.to, t.kind),
     class: `edge ${t.kind}`, 'marker-end': 'url(#arr-base)' }));
   const seen = new Set();

@@ -13,7 +13,7 @@ const PAGES = [
 ];
 
 const ACCOUNT_KEY = 'qorch.account';
-export const session = { config: null, user: null, account: null, me: null };
+export const session = { config: null, user: null, person: null, account: null, me: null };
 const main = document.getElementById('main');
 let cleanup = null;
 let renderSeq = 0;
@@ -28,24 +28,29 @@ export function navigate(path, { replace: swap = false } = {}) {
 export const roles = () => (session.me && session.me.roles) || [];
 export const isOwner = () => roles().includes('OWNER');
 
-// Which account this person acts in: the one chosen before (kept per browser), else their only one. Null when
-// they have none yet (the welcome page offers to create one or to accept an invitation).
+// Which account this person acts in (GET /v1/me lists theirs, with their roles): the one chosen before in this
+// browser, else the first. Null when they have none yet: the welcome page offers to create one or to accept an
+// invitation. Every call then names the account in X-Qorch-Account.
 async function resolveAccount() {
-  api.setAccount(window.localStorage.getItem(ACCOUNT_KEY));
-  try {
+  if (window.sessionStorage.getItem('qorch.devKey')) { // TEMPORARY(issue 12): an API key knows its account
+    session.me = JSON.parse(window.sessionStorage.getItem('qorch.devMe') || '{"roles":[]}');
+    session.person = { accounts: [], invitations: [] };
     session.account = await api.get('/account');
-  } catch (err) {
-    if (err.status === 404 || err.status === 403 || err.code === 'account_required') {
-      window.localStorage.removeItem(ACCOUNT_KEY);
-      api.setAccount(null);
-      session.account = null;
-      session.me = null;
-      return null;
-    }
-    throw err;
+    return session.account;
   }
-  session.me = session.account.me
-    || JSON.parse(window.sessionStorage.getItem('qorch.devMe') || 'null'); // TEMPORARY(issue 12)
+  api.setAccount(null);
+  session.person = await api.get('/me');
+  const mine = session.person.accounts;
+  const chosen = window.localStorage.getItem(ACCOUNT_KEY);
+  const membership = mine.find((a) => a.account_id === chosen) || mine[0];
+  if (!membership) {
+    session.account = null;
+    session.me = null;
+    return null;
+  }
+  api.setAccount(membership.account_id);
+  session.me = membership;
+  session.account = await api.get('/account');
   return session.account;
 }
 
@@ -65,11 +70,12 @@ function renderHeader() {
   const nav = document.getElementById('nav');
   nav.hidden = !session.account;
   const who = document.getElementById('who');
+  who.dataset.account = session.account ? session.account.id : '';
   const u = session.user;
   replace(who,
     session.config && session.config.auth_emulator ? h('span', { class: 'pill warn', title:
       'Signed in through the local Firebase Auth emulator' }, 'Auth emulator') : null,
-    session.account ? h('span', { class: 'acct', title: session.account.id }, session.account.name) : null,
+    accountPicker(),
     u ? h('span', { class: 'email' }, u.email || u.uid) : null,
     u ? h('button', { class: 'btn small', type: 'button', onclick: async () => {
       await auth.signOut();
@@ -78,9 +84,23 @@ function renderHeader() {
     } }, 'Sign out') : null);
 }
 
+// One account: its name. Several: a picker; the choice is kept in this browser.
+function accountPicker() {
+  if (!session.account) return null;
+  const mine = (session.person && session.person.accounts) || [];
+  if (mine.length < 2) return h('span', { class: 'acct', title: session.account.id }, session.account.name);
+  const select = h('select', { id: 'account-picker', 'aria-label': 'Account', onchange: async () => {
+    await useAccount(select.value);
+    navigate('/');
+  } }, mine.map((a) => h('option', { value: a.account_id, selected: a.account_id === session.account.id },
+    a.account_name || a.account_id)));
+  return select;
+}
+
 async function render() {
   const seq = ++renderSeq;
   if (cleanup) { try { cleanup(); } catch { /* a page's cleanup must not block the next page */ } cleanup = null; }
+  renderHeader();
   const path = window.location.pathname.replace(/\/+$/, '') || '/';
   const match = PAGES.map(([re, load, opts]) => [path.match(re), load, opts]).find(([m]) => m);
   if (!match) {

@@ -108,49 +108,59 @@ function billing(acct, slot) {
 async function members(slot, owner) {
   let list;
   try {
-    list = (await api.get('/members')).members;
+    list = await api.get('/members');
   } catch (err) {
     replace(slot, problemBox(err));
     return;
   }
   const reload = () => members(slot, owner);
-  const rows = list.map((m) => h('tr', { 'data-member': m.email },
-    h('td', { 'data-label': 'Person' }, m.email, m.status === 'INVITED' || m.status === 'invited'
-      ? h('span', { class: 'badge ho-pending' }, 'Invited') : null),
-    h('td', { 'data-label': 'Roles' }, m.roles.map(pretty).join(', ')),
-    h('td', { 'data-label': 'Since' }, m.joined_at ? ago(m.joined_at) : m.invited_at ? `invited ${ago(m.invited_at)}` : ''),
-    owner ? h('td', { class: 'row end' },
-      h('button', { class: 'btn small', type: 'button', 'aria-label': `Change roles of ${m.email}`,
-        onclick: async () => {
-          const done = await confirmDialog({
-            title: `Roles of ${m.email}`, confirm: 'Save roles',
-            fields: rolesFields(MEMBER_ROLES, m.roles),
-            run: (v) => api.patch(`/members/${m.id}`, { roles: chosen(v) }),
-          });
-          if (done) { toast('Roles saved'); reload(); }
-        } }, 'Roles…'),
-      h('button', { class: 'btn small danger', type: 'button', 'aria-label': `Remove ${m.email}`,
-        onclick: async () => {
-          const done = await confirmDialog({
-            title: `Remove ${m.email}?`, confirm: 'Remove', danger: true,
-            body: h('p', {}, 'They lose access at once. Their past actions stay in the timelines.'),
-            run: () => api.del(`/members/${m.id}`),
-          });
-          if (done) { toast('Removed'); reload(); }
-        } }, 'Remove')) : null));
+  const remove = (who, id, invited) => async () => {
+    const done = await confirmDialog({
+      title: invited ? `Withdraw the invitation of ${who}?` : `Remove ${who}?`,
+      confirm: invited ? 'Withdraw' : 'Remove', danger: true,
+      body: h('p', {}, invited ? 'The invitation can no longer be accepted.'
+        : 'They lose access at once. Their past actions stay in the timelines.'),
+      run: () => api.del(`/members/${id}`),
+    });
+    if (done) { toast(invited ? 'Invitation withdrawn' : 'Member removed'); reload(); }
+  };
+  const rows = [
+    ...list.members.map((m) => h('tr', { 'data-member': m.email },
+      h('td', { 'data-label': 'Person' }, m.email),
+      h('td', { 'data-label': 'Roles' }, m.roles.map(pretty).join(', ')),
+      h('td', { 'data-label': 'Since' }, ago(m.joined_at)),
+      owner ? h('td', { class: 'row end' },
+        h('button', { class: 'btn small', type: 'button', 'aria-label': `Change roles of ${m.email}`,
+          onclick: async () => {
+            const done = await confirmDialog({
+              title: `Roles of ${m.email}`, confirm: 'Save roles',
+              fields: rolesFields(MEMBER_ROLES, m.roles),
+              run: (v) => api.patch(`/members/${m.id}`, { roles: chosen(v) }),
+            });
+            if (done) { toast('Roles saved'); reload(); }
+          } }, 'Roles…'),
+        h('button', { class: 'btn small danger', type: 'button', 'aria-label': `Remove ${m.email}`,
+          onclick: remove(m.email, m.id, false) }, 'Remove')) : null)),
+    ...list.invitations.map((inv) => h('tr', { 'data-invitation': inv.email },
+      h('td', { 'data-label': 'Person' }, inv.email, ' ', h('span', { class: 'badge ho-pending' }, 'Invited')),
+      h('td', { 'data-label': 'Roles' }, inv.roles.map(pretty).join(', ')),
+      h('td', { 'data-label': 'Since' }, `invited ${ago(inv.created_at)}`),
+      owner ? h('td', { class: 'row end' }, h('button', { class: 'btn small danger', type: 'button',
+        'aria-label': `Withdraw the invitation of ${inv.email}`, onclick: remove(inv.email, inv.id, true) },
+      'Withdraw')) : null)),
+  ];
   replace(slot,
-    list.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Person', 'Roles', 'Since', owner ? '' : null]
-      .filter((x) => x !== null).map((t) => h('th', { scope: 'col' }, t)))), h('tbody', {}, rows))
-      : emptyState('No members yet.'),
+    h('table', { class: 'art-table' }, h('thead', {}, h('tr', {}, ['Person', 'Roles', 'Since', owner ? '' : null]
+      .filter((x) => x !== null).map((t) => h('th', { scope: 'col' }, t)))), h('tbody', {}, rows)),
     owner ? h('button', { class: 'btn', type: 'button', 'data-action': 'invite', onclick: async () => {
       const done = await confirmDialog({
         title: 'Invite a person', confirm: 'Send invitation',
-        body: h('p', { class: 'muted' }, 'They join when they sign in with this (verified) email address and accept.'),
+        body: h('p', { class: 'muted' }, 'They join when they sign in with this email address (verified) and accept.'),
         fields: [{ name: 'email', label: 'Email address', type: 'email', required: true },
           ...rolesFields(MEMBER_ROLES, ['VIEWER'])],
         run: (v) => api.post('/members', { email: v.email.trim(), roles: chosen(v) }),
       });
-      if (done) { toast('Invitation sent'); reload(); }
+      if (done) { toast('Invitation created'); reload(); }
     } }, 'Invite a person…') : null);
 }
 
@@ -164,15 +174,15 @@ async function keys(slot, owner) {
   }
   const reload = () => keys(slot, owner);
   replace(slot,
-    list.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Name', 'Roles', 'Key', 'Created', 'Last used', '']
+    list.length ? h('table', { class: 'art-table' }, h('thead', {}, h('tr', {}, ['Name', 'Roles', 'Key', 'Created', 'Last used', '']
       .map((t) => h('th', { scope: 'col' }, t)))),
     h('tbody', {}, list.map((k) => h('tr', { 'data-key': k.id },
-      h('td', { 'data-label': 'Name' }, k.name || '—'),
+      h('td', { 'data-label': 'Name' }, k.name || '—', k.revoked ? [' ', h('span', { class: 'badge bad' }, 'Revoked')] : null),
       h('td', { 'data-label': 'Roles' }, k.roles.map(pretty).join(', ')),
       h('td', { 'data-label': 'Key' }, h('code', {}, `${k.prefix}…`)),
       h('td', { 'data-label': 'Created' }, ago(k.created_at)),
       h('td', { 'data-label': 'Last used' }, k.last_used_at ? ago(k.last_used_at) : 'never'),
-      h('td', { class: 'row end' }, owner ? h('button', { class: 'btn small danger', type: 'button',
+      h('td', { class: 'row end' }, owner && !k.revoked ? h('button', { class: 'btn small danger', type: 'button',
         'aria-label': `Revoke ${k.name || k.prefix}`, onclick: async () => {
           const done = await confirmDialog({
             title: `Revoke “${k.name || k.prefix}”?`, confirm: 'Revoke', danger: true,
@@ -195,7 +205,7 @@ async function keys(slot, owner) {
 
 // The secret exists only in this answer: show it once, with a copy button, and say so.
 async function showSecret(made) {
-  const secret = made.secret || made.key;
+  const secret = made.api_key;
   const field = h('input', { id: 'new-secret', readonly: true, value: secret, class: 'mono' });
   await confirmDialog({
     title: 'Copy your new key now',

@@ -2,7 +2,7 @@
 // OWNER; it can create workflows once it pays, through Stripe Checkout on the account page).
 import * as api from '../api.js';
 import { useAccount } from '../main.js';
-import { h, problemBox, replace } from '../ui.js';
+import { h, pretty, problemBox, replace } from '../ui.js';
 
 export default async function welcome(root, { session, navigate }) {
   const status = h('div', { 'aria-live': 'polite' });
@@ -24,25 +24,35 @@ export default async function welcome(root, { session, navigate }) {
   h('div', { class: 'field' }, h('label', { for: 'acct-name' }, 'Team or company name'), name),
   h('button', { class: 'btn primary', type: 'submit' }, 'Create account'));
 
-  const accept = h('button', { class: 'btn', type: 'button', onclick: async () => {
-    accept.disabled = true;
+  const me = session.person || await api.get('/me');
+  const invitations = me.invitations || [];
+  const join = async (btn, inv) => {
+    btn.disabled = true;
     try {
-      const joined = await api.post('/members/accept', {});
-      await useAccount(joined.account_id || (joined.member && joined.member.account_id));
+      await api.post('/members/accept', { account_id: inv.account_id });
+      await useAccount(inv.account_id);
       navigate('/', { replace: true });
     } catch (err) {
       replace(status, problemBox(err));
-      accept.disabled = false;
+      btn.disabled = false;
     }
-  } }, 'Accept my invitation');
+  };
 
   replace(root, h('section', { class: 'card narrow' },
     h('h1', {}, 'Welcome to qorch'),
     h('p', {}, `Signed in as ${session.user.email || session.user.uid}. You are not a member of any account yet.`),
-    h('h2', {}, 'Invited by your team?'),
-    h('p', { class: 'muted small' }, 'If someone invited this email address, join their account.'),
-    accept,
-    h('h2', {}, 'Or start a new account'),
+    invitations.length ? [
+      h('h2', {}, 'Your invitations'),
+      h('ul', { class: 'plain' }, invitations.map((inv) => {
+        const btn = h('button', { class: 'btn primary', type: 'button', 'data-action': 'accept' }, 'Join');
+        btn.addEventListener('click', () => join(btn, inv));
+        return h('li', { class: 'row between invitation' },
+          h('span', {}, h('strong', {}, inv.account_name || inv.account_id),
+            h('span', { class: 'muted small' }, ` as ${inv.roles.map(pretty).join(', ')}`)), btn);
+      })),
+      h('h2', {}, 'Or start a new account')]
+      : [h('p', { class: 'muted small' }, 'No invitation is waiting for this email address. If your team uses qorch, '
+        + 'ask an owner to invite you; or start your own account.'), h('h2', {}, 'Start a new account')],
     h('p', { class: 'muted small' }, 'You become its owner. Choose a plan on the next page to start workflows.'),
     form,
     status));

@@ -21,7 +21,8 @@ export default async function workflowPage(root, { params }) {
   const path = `/workflows/${id}`;
   const [sm, first] = await Promise.all([machine(), api.get(path)]);
   const kinds = new Map(sm.transitions.map((t) => [`${t.from}>${t.to}`, t]));
-  const state = { wf: first, events: [], cursor: null, handoffs: [], artifacts: [], onlyTrouble: false };
+  const state = { wf: first, events: [], cursor: null, handoffs: [], artifacts: [], onlyTrouble: false,
+    allHandoffs: false };
   let stopped = false;
   let timer = null;
   let ticker = null;
@@ -131,7 +132,8 @@ export default async function workflowPage(root, { params }) {
         h('div', { class: 'row' }, stateBadge(wf.state), progress(wf.state))),
       h('p', { class: 'meta muted small' },
         `Version ${wf.version} · retries ${wf.retry_count} of ${wf.max_retries} · cost ${cost(wf)} · `,
-        'held by ', holder(wf), ` · created ${when(wf.created_at)} · updated `,
+        wf.current_handoff && wf.current_handoff.status === 'CLAIMED' ? ['held by ', holder(wf)] : holder(wf),
+        ` · created ${when(wf.created_at)} · updated `,
         h('time', { datetime: wf.updated_at, title: when(wf.updated_at) }, ago(wf.updated_at))),
       Object.keys(wf.labels || {}).length
         ? h('p', {}, Object.entries(wf.labels).map(([k, v]) => h('span', { class: 'label' }, `${k}:${v}`))) : null,
@@ -212,9 +214,11 @@ export default async function workflowPage(root, { params }) {
 
   function renderHandoffs() {
     if (!state.handoffs.length) return replace(handoffSlot, emptyState('No hand-offs yet.'));
-    return replace(handoffSlot, h('ul', { class: 'plain' }, state.handoffs.map((ho) => h('li', { class: 'handoff' },
+    const shown = state.allHandoffs ? state.handoffs : state.handoffs.slice(0, 4);
+    const more = state.handoffs.length - shown.length;
+    return replace(handoffSlot, h('ul', { class: 'plain' }, shown.map((ho) => h('li', { class: 'handoff' },
       h('div', { class: 'row between wrap' },
-        h('strong', {}, `${ho.from_role ? pretty(ho.from_role) : 'Start'} → ${pretty(ho.to_role)}`),
+        h('strong', {}, `${ho.from_role ? pretty(ho.from_role) : ho.seq === 1 ? 'Start' : 'Rollback'} → ${pretty(ho.to_role)}`),
         h('span', { class: `badge ho-${ho.status.toLowerCase()}` }, pretty(ho.status))),
       h('div', { class: 'small muted' }, `${pretty(ho.to_state)} · opened ${ago(ho.created_at)}`,
         ho.attempts > 1 ? ` · claimed ${ho.attempts} times` : ''),
@@ -222,7 +226,9 @@ export default async function workflowPage(root, { params }) {
         ' · ', h('span', { class: 'lease', 'data-expires': ho.lease_expires_at }, countdown(ho.lease_expires_at))) : null,
       ho.note ? h('p', { class: 'pre note small' }, ho.note) : null,
       ho.artifacts.length ? h('p', { class: 'small' }, 'Handed over: ', ho.artifacts.map((aid) =>
-        h('button', { class: 'link', type: 'button', onclick: () => preview(aid) }, artifactName(aid)))) : null))));
+        h('button', { class: 'link', type: 'button', onclick: () => preview(aid) }, artifactName(aid)))) : null))),
+    more > 0 ? h('button', { class: 'btn small', type: 'button', onclick: () => { state.allHandoffs = true; renderHandoffs(); } },
+      `Show ${more} earlier`) : null);
   }
 
   function renderArtifacts() {
