@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint fmt docs admin cleanup deploy-files deploy clean
+.PHONY: run test bench lint fmt docs admin cleanup deploy-files deploy clean browser deploy-dashboard
+CHROMIUM ?= /usr/bin/chromium
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,7 +15,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: $(STAMP)
 	$(PY) -m tools.run
 
-test: $(STAMP)
+# The dashboard's browser tests drive Debian's Chromium. Installed here when missing (CI and these machines run as
+# root); if that fails the tests fail and say how to install it. They never skip.
+browser:
+	@test -x $(CHROMIUM) || { echo "Installing Chromium for the dashboard's browser tests…"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "Could not install Chromium; the browser tests will fail. As root: apt-get update && apt-get install -y chromium"; }
+
+test: $(STAMP) browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
@@ -43,5 +51,9 @@ deploy-files: $(STAMP)
 deploy: $(STAMP)
 	PYTHON=$(PY) infra/deploy.sh $(STEPS)
 
+# The dashboard on Firebase Hosting: PROJECT=my-project API_BASE=https://<gateway host>/v1 make deploy-dashboard
+deploy-dashboard:
+	infra/deploy-dashboard.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache .qorch
+	rm -rf $(VENV) .pytest_cache .qorch test-output

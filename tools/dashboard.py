@@ -53,7 +53,7 @@ def _load(path: Path, mtime_ns: int) -> tuple[bytes, bytes | None, str]:
     del mtime_ns  # part of the cache key only: an edited file is read again
     data = path.read_bytes()
     packed = gzip.compress(data, 6, mtime=0) if path.suffix in _COMPRESSIBLE else None
-    return data, packed, '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+    return data, packed, hashlib.sha256(data).hexdigest()[:32]
 
 
 def _file_for(url_path: str) -> Path | None:
@@ -77,11 +77,11 @@ def serve(request: flask.Request) -> flask.Response | None:
     if path is None:
         return None
     data, packed, etag = _load(path, path.stat().st_mtime_ns)
-    headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding",
+    headers = {"ETag": f'"{etag}"', "Cache-Control": "no-cache", "Vary": "Accept-Encoding",
                "X-Content-Type-Options": "nosniff"}
     if path.suffix == ".html":
         headers.update(_html_headers())
-    if etag in request.if_none_match:
+    if request.if_none_match.contains(etag):
         return flask.Response(status=304, headers=headers)
     mimetype = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     body = data
@@ -95,13 +95,10 @@ def serve(request: flask.Request) -> flask.Response | None:
 
 
 def _html_headers() -> dict[str, str]:
-    """The same security headers Hosting sends (infra/firebase-hosting.json), so the tests see what production does.
-    Under the emulator the page also talks to the Auth emulator's origin."""
-    config = dashboard_config()
-    extra = " " + config["auth_emulator"] if config["auth_emulator"] else ""
-    api = config["api_base"]
-    api_origin = "" if api.startswith("/") else " " + "/".join(api.split("/", 3)[:3])
-    return {"Content-Security-Policy": content_security_policy(extra + api_origin),
+    """The same security headers Hosting sends (infra/firebase-hosting.json), so the tests see what production does."""
+    # Locally the object store (moto) and the Auth emulator are plain-HTTP origins on this machine.
+    local = " http://127.0.0.1:* http://localhost:*"
+    return {"Content-Security-Policy": content_security_policy(local),
             "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"}
 
 
@@ -115,11 +112,13 @@ def importmap_hash() -> str:
 
 
 def content_security_policy(connect_extra: str = "") -> str:
+    """The page's CSP as Firebase Hosting sends it (infra/firebase-hosting.json; a test keeps the two equal), plus
+    `connect_extra` origins for connections and frames (the local emulators)."""
     # Firebase Auth talks to Google's identity endpoints and, for Google sign-in, loads apis.google.com's script and
     # the auth domain's frame; artifact downloads come from presigned object-store URLs (any https origin, and the
     # local moto endpoint under make run), so connect-src stays broad for them.
     return (f"default-src 'self'; script-src 'self' {importmap_hash()} https://apis.google.com; style-src 'self'; "
             "img-src 'self' data: https://*.googleusercontent.com; "
-            "connect-src 'self' https: http://127.0.0.1:* http://localhost:*" + connect_extra + "; "
+            "connect-src 'self' https:" + connect_extra + "; "
             "frame-src 'self' https://*.firebaseapp.com https://accounts.google.com" + connect_extra + "; "
             "base-uri 'self'; form-action 'self'; frame-ancestors 'none'; object-src 'none'")

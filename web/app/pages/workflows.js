@@ -42,7 +42,7 @@ export default async function workflows(root, { query, navigate }) {
     STATES.map((s) => h('option', { value: s, selected: s === filters.state }, pretty(s))));
   const rl = h('select', { id: 'f-role' }, h('option', { value: '' }, 'Any role'),
     ROLES.map((r) => h('option', { value: r, selected: r === filters.role }, pretty(r))));
-  const lb = h('input', { id: 'f-label', value: filters.label, placeholder: 'team:web', pattern: '[a-z0-9_-]{1,63}:.*' });
+  const lb = h('input', { id: 'f-label', value: filters.label, placeholder: 'team:web', pattern: '[a-z0-9_\\-]{1,63}:.*' });
   const form = h('form', { class: 'filters', role: 'search', onsubmit: (e) => { e.preventDefault(); apply(); } },
     field('f-q', 'Search titles', q), field('f-state', 'State', st), field('f-role', 'Role', rl),
     field('f-label', 'Label', lb),
