@@ -96,6 +96,18 @@ def sign_in(person: Person, stack: Stack) -> None:
     page.wait_for_url(lambda url: "/signin" not in url)
 
 
+def sign_in_with_google(person: Person, stack: Stack) -> None:
+    """Google through the Auth emulator: it stands in for Google's window and takes the account's email."""
+    page = person.page
+    page.goto(stack.url + "/")
+    page.wait_for_url("**/signin**")
+    page.get_by_role("button", name="Continue with Google").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Google account email").fill(person.email)
+    dialog.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/signin" not in url)
+
+
 @pytest.fixture(scope="module")
 def owner(browser, stack, store) -> Iterator[Person]:
     """Ada signs in for the first time, creates her team's account and (the operator grants it, as Stripe would
@@ -187,6 +199,14 @@ class Agents:
             "to": to, "note": note, "artifacts": artifacts or [], "agent_id": agent_id})
         assert status == 200, done
         return done["workflow"]
+
+
+def readme_shot(page: Any, name: str) -> None:
+    """The README's pictures (docs/screenshots/, copied from here by hand): one screen, smaller than a full page."""
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 1100, "height": 760})
+    page.screenshot(path=str(OUTPUT / f"{name}.png"))
+    page.set_viewport_size({"width": 1280, "height": 900})
 
 
 def current_state(page: Any) -> str:
@@ -295,6 +315,7 @@ def test_a_customer_runs_a_workflow_from_the_dashboard(owner, stack):
     assert page.locator(".timeline li.ev.rollback").count() == 1
     assert agents.get()["state"] == "DEPLOYMENT" and agents.get()["version"] == 12
     screenshot(page, "06-workflow-rolled-back")
+    readme_shot(page, "readme-workflow")
 
     # A refusal shows the problem's title and detail: the workflow moved while the person was deciding.
     page.get_by_role("button", name="Cancel workflow").click()
@@ -317,6 +338,7 @@ def test_a_customer_runs_a_workflow_from_the_dashboard(owner, stack):
     row.wait_for()
     assert "Completed (8 of 8)" in row.inner_text() and "1 of 3" in row.inner_text()
     screenshot(page, "08-workflows")
+    readme_shot(page, "readme-workflows")
     owner.assert_clean()
 
 
@@ -412,8 +434,9 @@ def test_a_viewer_sees_no_actions_and_the_api_refuses_what_they_forge(owner, bro
 
     vic = open_browser(browser, stack, "vic@example.com")
     try:
-        sign_in(vic, stack)
+        sign_in_with_google(vic, stack)
         vic.page.wait_for_url("**/welcome")
+        screenshot(vic.page, "11-viewer-invited")
         vic.page.get_by_role("button", name="Join").click()
         vic.page.wait_for_url(lambda url: url.endswith("/"))
         vic.page.get_by_text("read-only access").wait_for()
@@ -422,7 +445,7 @@ def test_a_viewer_sees_no_actions_and_the_api_refuses_what_they_forge(owner, bro
         wait_state(vic.page, "DISCOVERY")
         vic.page.locator(".timeline li.ev").first.wait_for()
         assert vic.page.locator("[data-action]").count() == 0
-        screenshot(vic.page, "11-viewer-workflow")
+        screenshot(vic.page, "12-viewer-workflow")
 
         # Forged: what the dashboard would never offer a viewer, sent anyway with their token.
         vic_token = vic.token()
@@ -487,11 +510,11 @@ def test_phone_width_dark_mode_and_keyboard(owner, browser, stack):
         assert width <= 390, f"the list scrolls sideways on a phone ({width}px)"
         background = page.evaluate("getComputedStyle(document.body).backgroundColor")
         assert background == "rgb(15, 17, 23)", background
-        screenshot(page, "12-phone-dark-workflows", full_page=False)
+        screenshot(page, "13-phone-dark-workflows", full_page=False)
         page.goto(f"{stack.url}/workflows/{wf['id']}")
         wait_state(page, "DISCOVERY")
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
-        screenshot(page, "13-phone-dark-workflow")
+        screenshot(page, "14-phone-dark-workflow")
 
         # Keyboard: every control reached by Tab has a label (its accessible name) and a visible focus ring.
         page.goto(stack.url + "/")

@@ -1,6 +1,6 @@
 // Sign-in: Google (a popup) or a sign-in link sent by email. Arriving from such a link finishes the sign-in here.
 import * as auth from '../auth.js';
-import { h, problemBox, replace } from '../ui.js';
+import { confirmDialog, h, problemBox, replace } from '../ui.js';
 
 // Only the dashboard's own paths: a crafted ?next= must not send a person elsewhere after signing in.
 function safeNext(next) {
@@ -67,7 +67,18 @@ export default async function signin(root, { query, session, navigate }) {
 
   const googleBtn = h('button', { class: 'btn google', type: 'button', onclick: async () => {
     try {
-      await auth.google();
+      let as = null;
+      if (auth.isEmulated()) {
+        const chosen = await confirmDialog({
+          title: 'Google (Auth emulator)',
+          body: h('p', { class: 'muted' }, 'Locally the Auth emulator stands in for Google: say which Google '
+            + 'account to sign in as. In production this is Google\'s own sign-in window.'),
+          confirm: 'Sign in', fields: [{ name: 'email', label: 'Google account email', type: 'email', required: true }],
+        });
+        if (!chosen) return;
+        as = chosen.email.trim();
+      }
+      await auth.google(as);
       session.user = auth.user();
       done();
     } catch (err) {
