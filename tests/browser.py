@@ -203,12 +203,15 @@ class Watch:
         page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e} @ {page.url}"))
         page.on("requestfailed", lambda r: self.problems.append(
             f"request failed: {r.method} {r.url} ({r.failure}) @ {page.url}")
-            if not r.url.startswith("data:") else None)
+            if not r.url.startswith("data:") and r.failure != "net::ERR_ABORTED" else None)
+        # ERR_ABORTED: the page was left while a request was on its way (a click on a link); nobody sees that.
 
 
 def screenshot(page: Any, name: str, *, full_page: bool = True) -> Path:
     OUTPUT.mkdir(parents=True, exist_ok=True)
     path = OUTPUT / f"{name}.png"
+    if full_page:
+        page.evaluate("window.scrollTo(0, 0)")  # else the sticky header is drawn where the page was scrolled to
     page.screenshot(path=str(path), full_page=full_page)
     return path
 

@@ -115,7 +115,7 @@ export function toast(text, kind = 'ok') {
   const box = document.getElementById('toasts');
   const t = h('div', { class: `toast ${kind}` }, text);
   box.append(t);
-  setTimeout(() => t.remove(), 5000);
+  setTimeout(() => t.remove(), 3500);
 }
 
 let dialogSeq = 0;

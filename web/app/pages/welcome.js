@@ -47,7 +47,7 @@ export default async function welcome(root, { session, navigate }) {
         const btn = h('button', { class: 'btn primary', type: 'button', 'data-action': 'accept' }, 'Join');
         btn.addEventListener('click', () => join(btn, inv));
         return h('li', { class: 'row between invitation' },
-          h('span', {}, h('strong', {}, inv.account_name || inv.account_id),
+          h('span', {}, 'Account ', h('strong', {}, inv.account_name || inv.account_id),
             h('span', { class: 'muted small' }, ` as ${inv.roles.map(pretty).join(', ')}`)), btn);
       })),
       h('h2', {}, 'Or start a new account')]

@@ -3,7 +3,7 @@
 // are the new events fetched, from the cursor of the last page read, never the whole page again.
 import * as api from '../api.js';
 import { diagram } from '../diagram.js';
-import { isOwner } from '../main.js';
+import { isOwner, roles } from '../main.js';
 import {
   ago, bytes, confirmDialog, countdown, emptyState, h, money, num, pretty, problemBox, progress, replace,
   stateBadge, toast, when,
@@ -19,7 +19,7 @@ const machine = async () => (machineCache ||= await api.get('/state-machine'));
 export default async function workflowPage(root, { params }) {
   const id = params.id;
   const path = `/workflows/${id}`;
-  const [sm, first] = await Promise.all([machine(), api.get(path)]);
+  const [sm, first] = await Promise.all([machine(), api.get(path), loadKeyNames()]);
   const kinds = new Map(sm.transitions.map((t) => [`${t.from}>${t.to}`, t]));
   const state = { wf: first, events: [], cursor: null, handoffs: [], artifacts: [], onlyTrouble: false,
     allHandoffs: false };
@@ -198,7 +198,7 @@ export default async function workflowPage(root, { params }) {
           h('span', { class: `tag ${kind}` }, label[kind]),
           h('strong', {}, e.from_state ? `${pretty(e.from_state)} → ${pretty(e.to_state)}` : pretty(e.to_state)),
           h('span', { class: 'muted small' }, ` v${e.seq}`)),
-        h('div', { class: 'muted small' }, actorName(e.actor), ' · ',
+        h('div', { class: 'muted small' }, actorName(e.actor, e.actor_email), ' · ',
           h('time', { datetime: e.at, title: when(e.at) }, `${when(e.at)} (${ago(e.at)})`)),
         e.reason ? h('p', { class: 'reason' }, h('span', { class: 'muted' }, 'Reason: '), e.reason) : null,
         e.note ? h('p', { class: 'pre note' }, e.note) : null,
@@ -239,7 +239,7 @@ export default async function workflowPage(root, { params }) {
       h('tbody', {}, ready.map((a) => h('tr', {},
         h('td', { 'data-label': 'Name' }, a.name, h('div', { class: 'muted small' }, a.content_type)),
         h('td', { 'data-label': 'Size' }, bytes(a.size_bytes)),
-        h('td', { 'data-label': 'By' }, actorName(a.created_by)),
+        h('td', { 'data-label': 'By' }, actorName(a.created_by, a.created_by_email)),
         h('td', { 'data-label': 'When' }, ago(a.created_at)),
         h('td', { class: 'row end' },
           previewable(a) ? h('button', { class: 'btn small', type: 'button', onclick: () => preview(a.id),
@@ -403,11 +403,24 @@ export default async function workflowPage(root, { params }) {
   return () => { stopped = true; clearTimeout(timer); clearInterval(ticker); };
 }
 
-export function actorName(actor) {
+// Who did it, in words: a person by their email, a key by its name (when this person may list keys), qorch itself.
+let keyNames = new Map();
+
+export function actorName(actor, email) {
   if (!actor) return 'someone';
-  if (actor.startsWith('user:')) return actor.split('|')[1] || actor.slice(5);
+  if (actor.startsWith('user:')) return email || actor.slice(5);
   if (actor.startsWith('system:')) return 'qorch';
-  return actor;
+  const name = keyNames.get(actor);
+  return name ? `${name} (API key)` : actor;
+}
+
+async function loadKeyNames() {
+  if (!roles().some((r) => r === 'OWNER' || r === 'VIEWER')) return; // others may not list keys
+  try {
+    keyNames = new Map((await api.get('/keys')).keys.map((k) => [k.id, k.name || k.prefix]));
+  } catch {
+    keyNames = new Map(); // the ids are shown instead
+  }
 }
 
 function usageLine(usage) {
