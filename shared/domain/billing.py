@@ -14,6 +14,9 @@ Stripe delivers events late, twice and out of order, so:
 - Every applied event sets the fields it speaks about from its own payload, never from the state it lands on, so
   the last event applied decides the result whatever arrived before it. That is what makes any delivery order
   (with any duplicates) end where the in-order delivery ends.
+- An event that arrives before any account is linked to its customer is kept (`StripeEvent.payload`). The delivery
+  that links the customer applies the kept events right after its own, in Stripe's order (`stripe_order`), so the
+  account ends where it would have had they all arrived after the link.
 
 Entitlement (`standing`) is decided at request time, because `past_due` ends with time, not with an event.
 """
@@ -92,6 +95,10 @@ class StripeEvent:
             raise ValueError("not a Stripe event: id, type, created and data.object are required")
         return cls(event_id, event_type, created, obj)
 
+    def payload(self) -> dict[str, Any]:
+        """What `parse` needs to read this event back: what is kept of an event no account is linked to yet."""
+        return {"id": self.id, "type": self.type, "created": self.created, "data": {"object": self.obj}}
+
     @property
     def handled(self) -> bool:
         """Whether this service acts on the event at all (anything else: 200, ignored, logged)."""
@@ -133,6 +140,12 @@ class StripeEvent:
         else:
             candidates = [_dict(self.obj.get("metadata")).get("account_id")]
         return [c for c in candidates if _id(c)]
+
+
+def stripe_order(event_type: str, created: int) -> tuple[int, int]:
+    """Where an event stands in Stripe's order: its `created` second, then what it is (`RANK`). A checkout session
+    carries no subscription state, so it ranks first within its second."""
+    return created, RANK.get(event_type, -1)
 
 
 def _subscription_fields(obj: dict[str, Any]) -> tuple[str | None, str | None, int | None, bool]:
