@@ -54,7 +54,8 @@ MAX_ATTEMPTS = 10
 EVENT_RECORD_TTL = timedelta(days=90)
 # Kept events applied by one commit: each is two writes (its record, its kept record), within Firestore's 500.
 KEPT_PER_COMMIT = 100
-_BILLING_FIELDS = ("plan", "stripe_customer_id", "former_stripe_customers", "subscriptions")
+_BILLING_FIELDS = ("plan", "stripe_customer_id", "former_stripe_customers", "former_stripe_customers_deleted",
+                   "subscriptions")
 
 
 def now() -> datetime:
