@@ -8,6 +8,7 @@ emulator project), timed to run inside this instance's delivery, between its rea
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -206,6 +207,21 @@ def test_a_kept_event_whose_record_expired_is_skipped_and_expired_entries_are_pr
     assert deliver(api, h.checkout()).body["outcome"] == "applied"
     assert entitlement(api, h) == (False, "incomplete", "dev")  # the checkout alone; nothing left to apply
     assert "pending" not in api.store.get(api.store.stripe_customer(h.customer)).to_dict()
+
+
+def test_a_kept_event_at_a_price_that_is_no_plan_makes_the_link_log_an_error(api, billing_env, capsys):
+    """The typical Payment Link mistake (a price that is not a plan's): the alert must not be lost because the
+    event that carried the price was kept and applied by the link."""
+    h = Hosted(api)
+    wrong = event("customer.subscription.updated", subscription(h.sub, h.customer, "active", "price_dashboard_only",
+                                                                h.t + 30 * DAY), h.t + 5)
+    assert deliver(api, wrong).body["outcome"] == "unmatched"
+    assert deliver(api, h.checkout()).body["outcome"] == "applied"
+    line = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"stripe_webhook"' in x][-1]
+    assert line["severity"] == "ERROR" and "price_dashboard_only" in line["detail"]
+    assert line["kept_events"] == [wrong["id"]]
+    entitled, status, _ = entitlement(api, h)
+    assert not entitled and status == "active"
 
 
 # ---- two instances at once ----------------------------------------------------------------------------------------

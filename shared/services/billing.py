@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.adapters import stripe as stripe_gateway
 from shared.adapters.firestore import DeleteField, DocRef, Snapshot, Store, WriteConflict, Writes
@@ -54,6 +54,7 @@ MAX_ATTEMPTS = 10
 EVENT_RECORD_TTL = timedelta(days=90)
 # Kept events applied by one commit: each is two writes (its record, its kept record), within Firestore's 500.
 KEPT_PER_COMMIT = 100
+_UNKNOWN_PRICE = "not one of the plans"  # in an applied event's detail: an operator must fix the plans or prices
 _BILLING_FIELDS = ("plan", "stripe_customer_id", "former_stripe_customers", "former_stripe_customers_deleted",
                    "subscriptions")
 
@@ -166,10 +167,12 @@ def _receive(store: Store, event: StripeEvent, log: dict[str, Any]) -> tuple[str
             links = customer_ref is not None and customer.account_id is None and (
                 decision.link_customer == event.customer or deleted)
             kept: list[str] = []
+            log.pop("kept_events", None)  # from an attempt that lost its race
             if customer_ref is not None and customer.pending and (links or customer.account_id == account_id):
-                account, kept, gone = _apply_kept(store, writes, account, account_id, customer.pending, event.id, at)
-                deleted = deleted or gone
+                applied = _apply_kept(store, writes, account, account_id, customer.pending, event.id, at)
+                account, kept, deleted = applied.account, applied.done, deleted or applied.deleted
                 detail += f"; applied {len(kept)} kept event(s) of customer {event.customer}"
+                detail += "".join(f" [{d}]" for d in applied.details if _UNKNOWN_PRICE in d)
                 log["kept_events"] = kept
             left = {i: p for i, p in customer.pending.items() if i not in kept} if kept else customer.pending
             more = bool(kept) and bool(left)
@@ -184,7 +187,7 @@ def _receive(store: Store, event: StripeEvent, log: dict[str, Any]) -> tuple[str
                 customer.write(writes, customer_ref, fields,
                                drop=("expires_at",) + (() if left else ("pending",)))
             log["account_id"] = account_id
-            if outcome == "applied" and "not one of the plans" in detail:
+            if _UNKNOWN_PRICE in detail:
                 log["severity"] = "ERROR"  # a customer pays for a price the plans file does not know
         try:
             store.commit(writes)
@@ -214,32 +217,39 @@ def _apply_rest(store: Store, event: StripeEvent, log: dict[str, Any]) -> bool:
             return False
         writes = Writes()
         before = Account.model_validate(account_snap.to_dict())
-        account, kept, gone = _apply_kept(store, writes, before, customer.account_id, customer.pending, event.id, at)
-        left = {i: p for i, p in customer.pending.items() if i not in kept}
-        if changes := _changes(before, account):
+        applied = _apply_kept(store, writes, before, customer.account_id, customer.pending, event.id, at)
+        left = {i: p for i, p in customer.pending.items() if i not in applied.done}
+        if changes := _changes(before, applied.account):
             writes.update(account_ref, changes, if_updated_at=account_snap.update_time)
         fields: dict[str, Any] = {"pending": left} if left else {}
-        fields |= {"deleted": True, "deleted_at": at} if gone else {}
+        fields |= {"deleted": True, "deleted_at": at} if applied.deleted else {}
         customer.write(writes, customer_ref, fields, drop=() if left else ("pending",))
         try:
             store.commit(writes)
         except WriteConflict:
             continue
-        log["kept_events"] = [*log.get("kept_events", []), *kept]
+        log["kept_events"] = [*log.get("kept_events", []), *applied.done]
+        if any(_UNKNOWN_PRICE in d for d in applied.details):
+            log["severity"] = "ERROR"
         return bool(left)
     raise Unavailable("The account is changing too fast; Stripe will deliver the event again.")
 
 
+class _Applied(NamedTuple):
+    account: Account  # after the kept events
+    done: list[str]  # the kept events dealt with: applied, refused (another account's), or expired
+    deleted: bool  # one of them deleted the customer
+    details: list[str]  # what each applied one did
+
+
 def _apply_kept(store: Store, writes: Writes, account: Account, account_id: str, pending: dict[str, dict[str, Any]],
-                linked_by: str, at: datetime) -> tuple[Account, list[str], bool]:
+                linked_by: str, at: datetime) -> _Applied:
     """Apply the oldest kept events (up to KEPT_PER_COMMIT) to `account`, in Stripe's order, adding their writes:
-    each event's record now says what it did, and its kept record says it was applied. One batched read. Returns
-    the account after them, the ids dealt with (applied, or whose record has expired), and whether one deleted the
-    customer."""
+    each event's record now says what it did, and its kept record says it was applied. One batched read."""
     order = sorted(pending, key=lambda i: (*billing.stripe_order(pending[i]["type"], pending[i]["created"]),
                                            pending[i]["received_at"], i))[:KEPT_PER_COMMIT]
     snaps = store.get_many([store.stripe_unmatched(i) for i in order])
-    plans, deleted = catalog(), False
+    plans, deleted, details = catalog(), False, []
     for event_id in order:
         ref = store.stripe_unmatched(event_id)
         snap = snaps[ref.path]
@@ -253,11 +263,12 @@ def _apply_kept(store: Store, writes: Writes, account: Account, account_id: str,
         decision = billing.apply(account, kept, plans, at)
         account = decision.account
         deleted = deleted or decision.deleted_customer is not None
+        details.append(decision.detail)
         record = _event_record(kept, decision.outcome, account_id, snap.get("received_at"), decision.detail)
         writes.set(store.stripe_event(event_id), {**record, "applied_at": at, "linked_by": linked_by})
         writes.update(ref, {"kept_for_link": False, "account_id": account_id, "outcome": decision.outcome,
                             "applied_at": at, "linked_by": linked_by}, if_updated_at=None)
-    return account, order, deleted
+    return _Applied(account, order, deleted, details)
 
 
 def _account_for(event: StripeEvent, mapped: str | None) -> tuple[str | None, str]:
