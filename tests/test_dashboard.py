@@ -295,6 +295,22 @@ def test_a_customer_runs_a_workflow_from_the_dashboard(owner, stack):
     assert page.locator(".timeline li.ev").count() == 1
     page.get_by_label("Only rework, failures and rollbacks").uncheck()
 
+    # Send back from REVIEW with a note, along the rework transition the table allows; the team brings it back.
+    page.get_by_role("button", name="Send back…").click()
+    dialog = page.get_by_role("dialog")
+    assert dialog.get_by_label("Back to").locator("option").all_inner_texts() == [
+        "Implementation (changes requested)"]
+    dialog.get_by_label("What must change").fill("Show prices with VAT")
+    screenshot(page, "05b-send-back")
+    dialog.get_by_role("button", name="Send back").click()
+    wait_state(page, "IMPLEMENTATION")
+    assert page.locator(".timeline li.ev.rework").count() == 2
+    assert "Show prices with VAT" in page.locator('.timeline li.ev[data-seq="10"]').inner_text()
+    agents.move("TESTING", "Prices now include VAT")
+    agents.move("VERIFICATION", "All 43 tests pass")
+    agents.move("REVIEW", "VAT shown everywhere")
+    wait_state(page, "REVIEW")
+
     # Approve at REVIEW, after confirming.
     page.get_by_role("button", name="Approve").click()
     dialog = page.get_by_role("dialog")
@@ -307,8 +323,8 @@ def test_a_customer_runs_a_workflow_from_the_dashboard(owner, stack):
     agents.move("FAILED", "The deploy runner is down")
     wait_state(page, "FAILED")
     assert page.locator(".timeline li.ev.fail").count() == 1
-    entered = page.locator('.timeline li.ev[data-seq="10"]')
-    entered.get_by_role("button", name="Roll back to v10").click()
+    entered = page.locator('.timeline li.ev[data-seq="14"]')  # REVIEW → DEPLOYMENT, the approval
+    entered.get_by_role("button", name="Roll back to v14").click()
     dialog = page.get_by_role("dialog")
     dialog.get_by_label("Reason (recorded in the timeline)").fill("Runner fixed")
     dialog.get_by_role("button", name="Roll back").click()
@@ -316,7 +332,7 @@ def test_a_customer_runs_a_workflow_from_the_dashboard(owner, stack):
     rollback = page.locator('svg.diagram path.taken[data-kind="rollback"]')
     assert (rollback.get_attribute("data-from"), rollback.get_attribute("data-to")) == ("FAILED", "DEPLOYMENT")
     assert page.locator(".timeline li.ev.rollback").count() == 1
-    assert agents.get()["state"] == "DEPLOYMENT" and agents.get()["version"] == 12
+    assert agents.get()["state"] == "DEPLOYMENT" and agents.get()["version"] == 16
     screenshot(page, "06-workflow-rolled-back")
     readme_shot(page, "readme-workflow")
 
@@ -495,6 +511,8 @@ def test_the_first_page_transfers_under_300_kb_of_javascript(browser, stack):
     """A person's first visit, nothing cached: every script the sign-in page loads, in bytes on the wire."""
     context = browser.new_context()
     page = context.new_page()
+    watch = Watch()
+    watch.attach(page)
     scripts: list[Any] = []
     page.on("requestfinished", lambda r: scripts.append(r) if r.resource_type == "script" else None)
     page.goto(stack.url + "/")
@@ -510,6 +528,7 @@ def test_the_first_page_transfers_under_300_kb_of_javascript(browser, stack):
     assert "/vendor/firebase-13.2.0/firebase-auth.js" in sizes and "/app/main.js" in sizes
     assert not any(u.startswith("http") for u in sizes), f"a script came from elsewhere: {list(sizes)}"
     assert wire < 300_000, f"{wire} bytes of JavaScript on the first page"
+    assert not watch.problems, "\n".join(watch.problems)
     context.close()
 
 
