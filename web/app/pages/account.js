@@ -1,7 +1,7 @@
 // The account: plan, entitlement and why, usage against the plan's limits, Stripe Checkout and the billing portal,
 // members and invitations, and API keys (a new key's secret is shown once).
 import * as api from '../api.js';
-import { isOwner, refreshAccount } from '../main.js';
+import { isOwner, refreshAccount, roles } from '../main.js';
 import {
   ago, confirmDialog, emptyState, h, money, num, pretty, problemBox, replace, toast, when,
 } from '../ui.js';
@@ -32,7 +32,13 @@ export default async function account(root) {
       keysSlot));
 
   if (owner) billing(acct, billingSlot);
-  await Promise.all([members(membersSlot, owner), keys(keysSlot, owner)]);
+  if (owner || roles().includes('VIEWER')) {
+    await Promise.all([members(membersSlot, owner), keys(keysSlot, owner)]);
+  } else { // agent roles may not list members or keys: say so rather than show a refusal
+    const note = () => h('p', { class: 'muted small' }, 'Only owners (and viewers, to read) see this.');
+    replace(membersSlot, note());
+    replace(keysSlot, note());
+  }
 }
 
 function planView(acct) {
