@@ -560,6 +560,11 @@ def test_phone_width_dark_mode_and_keyboard(owner, browser, stack):
         wait_state(page, "DISCOVERY")
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         screenshot(page, "14-phone-dark-workflow")
+        page.goto(stack.url + "/account")
+        page.get_by_role("heading", name="API keys").wait_for()
+        page.locator("tr[data-key]").first.wait_for()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        screenshot(page, "15-phone-dark-account")
 
         # Keyboard: every control reached by Tab has a label (its accessible name) and a visible focus ring.
         page.goto(stack.url + "/")
