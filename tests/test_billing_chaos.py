@@ -8,8 +8,9 @@ import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from shared.domain import billing, plans
+from shared.domain import billing
 from shared.domain.models import Account
+from shared.runtime.config import config
 from shared.services import accounts
 from tests import billing_support
 from tests.billing_support import DAY, comparable, deliver, fold, life, now_s
@@ -21,7 +22,7 @@ RUNS = 50
 def test_fifty_random_deliveries_of_a_subscriptions_life_end_where_the_in_order_delivery_ends(api, billing_env):
     rng = random.Random(20261124)
     t0 = now_s() - 40 * DAY  # so that "now" falls inside the past_due grace of the failed renewal
-    catalog = plans.catalog()
+    catalog = config().plans
     for run in range(RUNS):
         account = accounts.create_account(api.store, f"Chaos {run}")
         events = life(account.id, f"cus_chaos{run}", f"sub_chaos{run}", t0, tag=f"chaos{run}")
@@ -41,10 +42,10 @@ def test_fifty_random_deliveries_of_a_subscriptions_life_end_where_the_in_order_
         # Exactly one decision per event; every other delivery of it is recognised as a duplicate.
         for event_id, outcomes in answers.items():
             assert outcomes[0] in ("applied", "stale") and set(outcomes[1:]) <= {"duplicate"}, (event_id, outcomes)
-        records = [api.store.get(api.store.stripe_event(e["id"])).to_dict() for e in prefix]
+        records = [api.store.get(api.store.stripe_event(e["id"])).data for e in prefix]
         assert all(r["account_id"] == account.id for r in records)
 
-        stored = Account.model_validate(api.store.get(api.store.account(account.id)).to_dict())
+        stored = Account.model_validate(api.store.get(api.store.account(account.id)).data)
         expected, applied = fold(account, prefix, catalog, datetime.now(UTC))
         assert comparable(stored) == comparable(expected), (run, [e["id"] for e in delivery])
         now, grace = datetime.now(UTC), timedelta(days=3)

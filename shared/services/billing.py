@@ -7,11 +7,11 @@ is reached only through `shared.adapters.stripe`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.adapters import stripe as stripe_gateway
-from shared.adapters.firestore import DocRef, Snapshot, Store, WriteConflict, Writes
+from shared.adapters.firestore import Doc, Key, Store, Writes
 from shared.domain import billing
 from shared.domain.billing import StripeEvent
 from shared.domain.errors import (
@@ -20,7 +20,6 @@ from shared.domain.errors import (
     Forbidden,
     NoBillingAccount,
     NotFound,
-    Unavailable,
     ValidationFailed,
     VersionConflict,
 )
@@ -34,31 +33,26 @@ from shared.domain.models import (
     PortalSession,
     WebhookReceipt,
 )
-from shared.domain.plans import catalog
+from shared.runtime import clock
 from shared.runtime.config import config
-from shared.services import idempotency
+from shared.services import commits, idempotency
 from shared.services.auth import Principal
 from shared.services.idempotency import IdempotencyRequest, Outcome
 
-MAX_ATTEMPTS = 10
 # Stripe retries a delivery for 3 days and an operator can resend an event for 30; past that a redelivery is still
 # harmless (the per-subscription order ignores it), so the record can go (TTL policy on `expires_at`).
 EVENT_RECORD_TTL = timedelta(days=90)
 _BILLING_FIELDS = ("plan", "stripe_customer_id", "former_stripe_customers", "subscriptions")
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
 def grace_period() -> timedelta:
     return timedelta(days=config().billing_grace_days)
 
 
-def _load_account(snapshot: Snapshot | None) -> Account:
-    if snapshot is None or not snapshot.exists:
+def _load_account(doc: Doc | None) -> Account:
+    if doc is None or not doc.exists:
         raise NotFound("The account of this API key no longer exists.")
-    return Account.model_validate(snapshot.to_dict())
+    return Account.model_validate(doc.data)
 
 
 # ---- webhook -----------------------------------------------------------------------------------------------------
@@ -76,59 +70,59 @@ def receive_stripe_event(store: Store, payload: bytes, signature: str | None, lo
     if not event.handled:
         return _receipt(event, "ignored", log, "this service does not act on it")
 
-    event_ref = store.stripe_event(event.id)
-    customer_ref = store.stripe_customer(event.customer) if event.customer else None
-    refs = [event_ref, *([customer_ref] if customer_ref else []), *(store.account(a) for a in event.account_hints)]
-    refs = list({r.path: r for r in refs}.values())
-    for _ in range(MAX_ATTEMPTS):
-        at = now()
-        snaps = store.get_many(refs)
-        if snaps[event_ref.path].exists:
-            return _receipt(event, "duplicate", log, "already processed")
-        mapping = snaps.get(customer_ref.path) if customer_ref else None
+    event_key = store.stripe_event(event.id)
+    customer_key = store.stripe_customer(event.customer) if event.customer else None
+    keys = [event_key, *([customer_key] if customer_key else []), *(store.account(a) for a in event.account_hints)]
+
+    def attempt(number: int) -> tuple[tuple[str, str, str | None], Writes]:
+        at = clock.now()
+        docs = store.get_many(keys)
+        if docs[event_key].exists:
+            return ("duplicate", "already processed", None), Writes()
+        mapping = docs[customer_key] if customer_key else None
         account_id, why = _account_for(event, mapping)
-        account_snap: Snapshot | None = None
+        account_doc: Doc | None = None
         if account_id is not None:
-            account_ref = store.account(account_id)
-            account_snap = snaps.get(account_ref.path) or store.get(account_ref)
-            if not account_snap.exists:
+            account_key = store.account(account_id)
+            account_doc = docs.get(account_key) or store.get(account_key)
+            if not account_doc.exists:
                 why = f"no account {account_id}"
         writes = Writes()
-        if account_id is None or account_snap is None or not account_snap.exists:
-            writes.create(event_ref, _event_record(event, "unmatched", None, at, why))
+        if account_id is None or account_doc is None or not account_doc.exists:
+            writes.create(event_key, _event_record(event, "unmatched", None, at, why))
             writes.create(store.stripe_unmatched(event.id), {
                 "event_id": event.id, "type": event.type, "created": event.created, "customer": event.customer,
                 "subscription": event.subscription_id, "account_hints": event.account_hints, "reason": why,
                 "received_at": at, "expires_at": at + EVENT_RECORD_TTL})  # for an operator, then TTL/cleanup
-            outcome, detail = "unmatched", why
-        else:
-            account = Account.model_validate(account_snap.to_dict())
-            decision = billing.apply(account, event, catalog(), at)
-            outcome, detail = decision.outcome, decision.detail
-            writes.create(event_ref, _event_record(event, outcome, account_id, at, detail))
-            changes = _changes(account, decision.account)
-            if changes:
-                writes.update(store.account(account_id), changes, if_updated_at=account_snap.update_time)
-            if decision.link_customer and not (mapping is not None and mapping.exists):
-                writes.set(store.stripe_customer(decision.link_customer),
-                           {"account_id": account_id, "deleted": False, "linked_at": at})
-            if decision.deleted_customer:
-                writes.set(store.stripe_customer(decision.deleted_customer),
-                           {"account_id": account_id, "deleted": True, "deleted_at": at})
-            log["account_id"] = account_id
-            if outcome == "applied" and "not one of the plans" in detail:
-                log["severity"] = "ERROR"  # a customer pays for a price the plans file does not know
-        try:
-            store.commit(writes)
-        except WriteConflict:
-            continue  # the account changed, or a concurrent delivery of this event won: re-read and decide again
-        if outcome == "unmatched":
-            log["severity"] = "WARNING"
-        return _receipt(event, outcome, log, detail)
-    raise Unavailable("The account is changing too fast; Stripe will deliver the event again.")
+            return ("unmatched", why, None), writes
+        account = Account.model_validate(account_doc.data)
+        decision = billing.apply(account, event, config().plans, at)
+        writes.create(event_key, _event_record(event, decision.outcome, account_id, at, decision.detail))
+        changes = _changes(account, decision.account)
+        if changes:
+            writes.update(account_doc.key, changes, if_updated_at=account_doc.update_time)
+        if decision.link_customer and not (mapping is not None and mapping.exists):
+            writes.set(store.stripe_customer(decision.link_customer),
+                       {"account_id": account_id, "deleted": False, "linked_at": at})
+        if decision.deleted_customer:
+            writes.set(store.stripe_customer(decision.deleted_customer),
+                       {"account_id": account_id, "deleted": True, "deleted_at": at})
+        return (decision.outcome, decision.detail, account_id), writes
+
+    # A lost race (the account changed, or a concurrent delivery of this event won) decides again on a fresh read;
+    # past the commit loop's attempts the answer is 409 and Stripe delivers the event again.
+    outcome, detail, account_id = commits.run(
+        store, attempt, busy="The account is changing too fast; Stripe will deliver the event again.")
+    if account_id is not None:
+        log["account_id"] = account_id
+    if outcome == "applied" and "not one of the plans" in detail:
+        log["severity"] = "ERROR"  # a customer pays for a price the plans file does not know
+    elif outcome == "unmatched":
+        log["severity"] = "WARNING"
+    return _receipt(event, outcome, log, detail)
 
 
-def _account_for(event: StripeEvent, mapping: Snapshot | None) -> tuple[str | None, str]:
+def _account_for(event: StripeEvent, mapping: Doc | None) -> tuple[str | None, str]:
     """The account an event belongs to, or None and why not. A checkout session names its account
     (`client_reference_id`); anything else is found through its Stripe customer, or else through the `account_id`
     metadata this service puts on the subscriptions it sells."""
@@ -170,7 +164,7 @@ def create_checkout_session(
     the Stripe idempotency key is the account's, so retries and races never make two)."""
     if not principal.is_owner:
         raise Forbidden("Only an OWNER key may manage billing.")
-    plans = catalog()
+    plans = config().plans
     plan = plans.find(request.plan)
     if plan is None or not plan.for_sale:
         raise ValidationFailed([{"field": "plan", "message": "must be a plan for sale: "
@@ -182,14 +176,14 @@ def create_checkout_session(
         raise BillingNotConfigured("QORCH_CHECKOUT_SUCCESS_URL and QORCH_CHECKOUT_CANCEL_URL must be set.")
     gateway = stripe_gateway.get_gateway()
 
-    account_ref = store.account(principal.account_id)
-    idem_ref = store.idempotency(principal.account_id, idem.key_hash) if idem else None
-    refs: list[DocRef] = [account_ref, *([idem_ref] if idem_ref else [])]
-    snaps = store.get_many(refs)
-    at = now()
-    if idem and (replayed := idempotency.replay(snaps.get(idem_ref.path), idem, at)):
+    account_key = store.account(principal.account_id)
+    idem_key = store.idempotency(principal.account_id, idem.key_hash) if idem else None
+    keys: list[Key] = [account_key, *([idem_key] if idem_key else [])]
+    docs = store.get_many(keys)
+    at = clock.now()
+    if idem and idem_key and (replayed := idempotency.replay(docs[idem_key], idem, at)):
         return replayed
-    account = _load_account(snaps[account_ref.path])
+    account = _load_account(docs[account_key])
     if (held := billing.has_open_subscription(account)) is not None:
         raise AlreadySubscribed(f"Subscription {held.id} is {held.status}: change plans, pay or cancel in the "
                                 f"billing portal ({billing.PORTAL_HINT}).", subscription_id=held.id,
@@ -205,45 +199,68 @@ def create_checkout_session(
         idempotency_key=f"qorch-checkout-{account.id}-{idem.key_hash}" if idem else None)
     outcome = Outcome(body=CheckoutSession(id=session_id, url=url).model_dump(mode="json"))
 
-    for _ in range(MAX_ATTEMPTS):
+    def attempt(number: int) -> tuple[Outcome, Writes]:
+        nonlocal docs
+        if number:
+            # The account changed (a workflow was created, or a concurrent checkout linked the same customer), or a
+            # same-key request won: read again and write what is still missing.
+            docs = store.get_many(keys)
+            if idem and idem_key and (replayed := idempotency.replay(docs[idem_key], idem, at)):
+                return replayed, Writes()
+        current = _load_account(docs[account_key])
         writes = Writes()
-        if account.stripe_customer_id is None:
-            writes.update(account_ref, {"stripe_customer_id": customer}, if_updated_at=snaps[account_ref.path]
-                          .update_time)
-            writes.set(store.stripe_customer(customer), {"account_id": account.id, "deleted": False,
+        if current.stripe_customer_id is None:
+            writes.update(account_key, {"stripe_customer_id": customer},
+                          if_updated_at=docs[account_key].update_time)
+            writes.set(store.stripe_customer(customer), {"account_id": current.id, "deleted": False,
                                                          "linked_at": at})
-        elif account.stripe_customer_id != customer:
+        elif current.stripe_customer_id != customer:
             raise VersionConflict("The account's Stripe customer changed meanwhile; retry.")
-        if idem:
-            writes.replace(idem_ref, idempotency.record(idem, outcome, at), snaps[idem_ref.path])
-        if not writes.ops:
-            return outcome
-        try:
-            store.commit(writes)
-            return outcome
-        except WriteConflict:
-            # The account changed (a workflow was created, or a concurrent checkout linked the same customer),
-            # or a same-key request won: re-read and write what is still missing.
-            snaps = store.get_many(refs)
-            if idem and (replayed := idempotency.replay(snaps.get(idem_ref.path), idem, at)):
-                return replayed
-            account = _load_account(snaps[account_ref.path])
-    raise VersionConflict("The account is changing too fast; retry.")
+        if idem and idem_key:
+            writes.replace(idem_key, idempotency.record(idem, outcome, at), docs[idem_key])
+        return outcome, writes
+
+    return commits.run(store, attempt, busy="The account is changing too fast; retry.")
 
 
-def create_portal_session(store: Store, principal: Principal) -> dict:
+def create_portal_session(store: Store, principal: Principal, idem: IdempotencyRequest | None) -> Outcome:
+    """A Billing Portal session for the account's Stripe customer. With an Idempotency-Key, Stripe makes the session
+    once (its idempotency key is derived from ours) and a repeat replays the first answer."""
     if not principal.is_owner:
         raise Forbidden("Only an OWNER key may manage billing.")
     return_url = config().portal_return_url
     if not return_url:
         raise BillingNotConfigured("QORCH_PORTAL_RETURN_URL must be set.")
     gateway = stripe_gateway.get_gateway()
-    account = _load_account(store.get(store.account(principal.account_id)))
+    account_key = store.account(principal.account_id)
+    idem_key = store.idempotency(principal.account_id, idem.key_hash) if idem else None
+    keys: list[Key] = [account_key, *([idem_key] if idem_key else [])]
+    docs = store.get_many(keys)
+    at = clock.now()
+    if idem and idem_key and (replayed := idempotency.replay(docs[idem_key], idem, at)):
+        return replayed
+    account = _load_account(docs[account_key])
     if account.stripe_customer_id is None or not account.subscriptions:
         raise NoBillingAccount("This account has never paid through Stripe: subscribe first "
                                f"({billing.CHECKOUT_HINT}).", checkout=billing.CHECKOUT_HINT)
-    url = gateway.create_portal_session(customer=account.stripe_customer_id, return_url=return_url)
-    return PortalSession(url=url).model_dump(mode="json")
+    url = gateway.create_portal_session(customer=account.stripe_customer_id, return_url=return_url,
+                                        idempotency_key=f"qorch-portal-{account.id}-{idem.key_hash}" if idem
+                                        else None)
+    outcome = Outcome(body=PortalSession(url=url).model_dump(mode="json"))
+
+    def attempt(number: int) -> tuple[Outcome, Writes]:
+        nonlocal docs
+        writes = Writes()
+        if idem is None or idem_key is None:
+            return outcome, writes  # nothing of ours to write
+        if number:  # a same-key request recorded its answer first: that one is the answer
+            docs = store.get_many(keys)
+            if replayed := idempotency.replay(docs[idem_key], idem, at):
+                return replayed, writes
+        writes.replace(idem_key, idempotency.record(idem, outcome, at), docs[idem_key])
+        return outcome, writes
+
+    return commits.run(store, attempt, busy="Too many concurrent requests with this Idempotency-Key; retry.")
 
 
 # ---- account -----------------------------------------------------------------------------------------------------
@@ -251,7 +268,7 @@ def create_portal_session(store: Store, principal: Principal) -> dict:
 
 def get_account(store: Store, principal: Principal) -> dict:
     account = _load_account(store.get(store.account(principal.account_id)))
-    standing = billing.standing(account, catalog(), now(), grace_period())
+    standing = billing.standing(account, config().plans, clock.now(), grace_period())
     view = AccountView(
         id=account.id, name=account.name, plan=standing.plan_name, entitlement=standing.entitlement,
         limits=PlanLimits(**standing.plan.limits()) if standing.plan else None,
