@@ -44,10 +44,10 @@ def _seed(client: Any, now: datetime, rng: random.Random) -> set[str]:
         account_id = accounts[i % ACCOUNTS]
         at = now - (timedelta(days=40 + rng.random() * 20) if i in stale else timedelta(hours=rng.random() * 600))
         workflow, event = create(CreateWorkflowRequest(title=f"Workflow {i}"), account_id=account_id,
-                                 actor="key_bench", now=at, plan="dev")
+                                 actor="key_bench", now=at)
         effect = handoff_domain.on_create(workflow, event, at)
         writes = Writes()
-        account = Doc(store.account(account_id), {"active_workflows": 0})
+        account = Doc(store.account(account_id), {"plan": "dev", "active_workflows": 0})
         stage(store, writes, Change(account_id, None, effect.workflow, guard=account, event=event, handoffs=effect))
         for op, key, data, _ in writes.ops:
             if op == "create":  # the account's counter is the update: set once per account above

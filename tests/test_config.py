@@ -27,7 +27,10 @@ def _env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def fresh(monkeypatch):
-    """The configuration is read again from the environment the test sets (and again after it)."""
+    """An environment without configuration (other tests' settings, e.g. the local S3's, removed), read again as the
+    test sets it, and again after it."""
+    for name in variables():
+        monkeypatch.delenv(name, raising=False)
     config.cache_clear()
     yield monkeypatch
     monkeypatch.undo()
@@ -81,8 +84,6 @@ def test_every_bad_variable_is_named_at_once_and_a_secret_is_never_echoed(fresh)
 
 
 def test_defaults_blanks_and_secrets(fresh):
-    for name in variables():
-        fresh.delenv(name, raising=False)
     fresh.setenv("QORCH_PORTAL_RETURN_URL", "   ")  # blank: unset
     fresh.setenv("STRIPE_API_KEY", " sk_test_x\n")  # a secret mounted from a file, trailing newline
     settings = load()

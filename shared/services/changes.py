@@ -8,8 +8,8 @@ the writes of one commit, deriving every stored copy from it, so no writer keeps
 - the workflow's `current_handoff`, which mirrors its open hand-off (so a transition's one read sees the lease);
 - the account's `active_workflows`: set under the account's update time when the change is guarded by the account
   (a create: the quota holds under races), else adjusted by an increment (no read needed);
-- the workflow's `plan` (the account's plan, kept on each workflow for the cleanup's queries): a field like any
-  other, set at creation and changed by the cleanup's re-tag through here.
+- the workflow's `plan` (the account's plan, kept on each workflow for the cleanup's queries): copied here from the
+  account a create read (its guard), and changed by the cleanup's re-tag through here.
 
 Every change of a workflow or of its open hand-off goes through `stage` (transitions, rollbacks, the cleanup's cancel
 and re-tag, creates, claims, heartbeats, releases, lease expiry) and commits through `shared.services.commits`.
@@ -31,6 +31,7 @@ from typing import Any
 
 from shared.adapters.firestore import Doc, Store, Writes
 from shared.domain import handoff as handoff_domain
+from shared.domain import plans
 from shared.domain.models import Event, Handoff, Workflow
 from shared.domain.state_machine import is_active
 
@@ -73,7 +74,10 @@ def stage(store: Store, writes: Writes, change: Change) -> Workflow:
     """Add `change`'s writes to `writes`; returns the workflow as stored after it."""
     account_id, after, guard = change.account_id, change.after, change.guard
     wf_key = store.workflow(account_id, after.id)
+    account_key = store.account(account_id)
     guarded = {guard.key: guard.update_time}
+    if change.before is None and guard.key == account_key:  # a create: the workflow takes its account's plan
+        after = after.model_copy(update={"plan": guard.get("plan") or plans.DEV})
 
     # The workflow document.
     if change.before is None:
@@ -111,7 +115,6 @@ def stage(store: Store, writes: Writes, change: Change) -> Workflow:
 
     # The account's count of active workflows.
     delta = int(is_active(after.state)) - int(change.before is not None and is_active(change.before.state))
-    account_key = store.account(account_id)
     if account_key in guarded:
         writes.update(account_key, {"active_workflows": (guard.get("active_workflows") or 0) + delta},
                       if_updated_at=guarded[account_key])

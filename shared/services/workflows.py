@@ -10,7 +10,7 @@ from datetime import datetime
 
 from shared.adapters.firestore import Doc, Key, Store, Writes
 from shared.domain import artifact as artifact_domain
-from shared.domain import billing, plans
+from shared.domain import billing
 from shared.domain import handoff as handoff_domain
 from shared.domain import workflow as domain
 from shared.domain.errors import Forbidden, NotFound, ValidationFailed, VersionConflict
@@ -56,8 +56,7 @@ def create_workflow(
         # update-time precondition (the change's guard) makes the quota hold when creates race.
         settings = config()
         billing.admit_workflow(account.data, settings.plans, at, settings.billing_grace_days)
-        workflow, event = domain.create(request, account_id=principal.account_id, actor=principal.key_id, now=at,
-                                        plan=account.get("plan") or plans.DEV)
+        workflow, event = domain.create(request, account_id=principal.account_id, actor=principal.key_id, now=at)
         effect = handoff_domain.on_create(workflow, event, at)  # the first role's work, in the same commit
         writes = Writes()
         created = stage(store, writes, Change(principal.account_id, None, effect.workflow, guard=account,
