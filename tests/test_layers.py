@@ -67,6 +67,23 @@ def test_the_product_keeps_the_import_rule():
     assert found == [], "\n".join(found)
 
 
+def paths_and_clients(source: str) -> list[int]:
+    """Lines that reach past the store adapter: its Firestore client (`.client`) or a document path literal."""
+    tree = ast.parse(source)
+    return sorted({node.lineno for node in ast.walk(tree)
+                   if (isinstance(node, ast.Attribute) and node.attr == "client")
+                   or (isinstance(node, ast.Constant) and isinstance(node.value, str) and "accounts/" in node.value)})
+
+
+def test_only_the_store_adapter_knows_firestore_and_its_paths():
+    """Services, the HTTP edge and the entry points speak in ids, `Key`s and `Doc`s: no Firestore client, no path."""
+    assert paths_and_clients("x = store.client.collection('accounts/a/workflows')") == [1]  # the check can fail
+    files = [*(ROOT / "shared" / "services").glob("*.py"), *(ROOT / "shared" / "http").glob("*.py"),
+             *(ROOT / "functions").glob("*.py"), ROOT / "main.py"]
+    found = {str(p.relative_to(ROOT)): lines for p in files if (lines := paths_and_clients(p.read_text()))}
+    assert found == {}
+
+
 def test_every_floor_is_checked():
     modules = {module_name(p) for p in product_files()}
     for prefix in (*FLOORS, "functions"):
