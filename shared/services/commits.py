@@ -6,7 +6,9 @@ more under contention). Another commit may land between the read and the commit:
 
 - A lost race decides again, on a fresh read, up to `ATTEMPTS` (40) attempts in all. Each lost race means another
   writer's commit landed, so 40 attempts serve 40 writers racing for one document (agents on one workflow, creates
-  on one account) without refusing anyone.
+  on one account) without refusing anyone. (A claim's attempt is one query of the work queue: within it, a
+  candidate taken first by another agent is a `write_once` that lost, and the claim tries another candidate of the
+  same result; it queries afresh, its next attempt, when all of them were taken.)
 - When the last attempt loses too, the caller gets `VersionConflict`: 409 `version_conflict` ("changing too fast:
   read it again and retry"), and nothing of this request was written. (With `expected_version` a transition hears
   409 on its first lost race, since the re-read shows another version.)
@@ -35,6 +37,11 @@ from shared.services.idempotency import IdempotencyRequest, Outcome
 ATTEMPTS = 40
 T = TypeVar("T")
 
+
+class LostRace(Exception):
+    """Raised by an attempt whose own `write_once`s all lost (a claim whose candidates were all taken): decide again
+    on a fresh read, like a lost commit."""
+
 # One attempt: given its number (0 first), read what it needs, decide, and return the result with the writes that
 # make it true (empty: nothing to write).
 Attempt = Callable[[int], tuple[T, Writes]]
@@ -45,12 +52,12 @@ def run(store: Store, attempt: Attempt[T], *, busy: str, attempts: int = ATTEMPT
     decides again (it reads afresh: its number says which try it is), at most `attempts` times. Raises
     `VersionConflict(busy)` when every attempt lost its race."""
     for number in range(attempts):
-        result, writes = attempt(number)
-        if not writes:
-            return result
         try:
+            result, writes = attempt(number)
+            if not writes:
+                return result
             store.commit(writes)
-        except WriteConflict:
+        except (WriteConflict, LostRace):
             continue  # someone else's commit landed first: decide again on what is there now
         return result
     raise VersionConflict(busy)

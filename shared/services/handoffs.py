@@ -66,48 +66,43 @@ def _workflow_copy(doc: Doc) -> Workflow:
 def claim_handoff(store: Store, principal: Principal, request: ClaimRequest,
                   idem: IdempotencyRequest | None) -> Outcome | None:
     """The oldest claimable hand-off for the caller's roles, claimed under a lease; None when there is none (after
-    waiting up to `wait_seconds` for one). A claim that loses its race tries another candidate of the same query
-    result (at random, so racing agents spread out), or queries again once they are all taken; the commit loop's
-    policy bounds the lost races (then 409 `version_conflict`)."""
+    waiting up to `wait_seconds` for one). Each attempt of the commit loop is one query of the queue: a candidate that
+    another agent takes first is a lost `write_once`, and the claim tries another candidate of the same result (at
+    random, so racing agents spread out); when they are all taken it queries again, its next attempt. The loop's
+    policy bounds those attempts (then 409 `version_conflict`)."""
     roles = domain.claimable_roles(principal.roles, request.roles)
     idem_key = store.idempotency(principal.account_id, idem.key_hash) if idem else None
     idem_doc = store.get(idem_key) if idem_key else None
-    if idem and idem_doc and (replayed := idempotency.replay(idem_doc, idem, clock.now())):
+    if idem and (replayed := idempotency.replay(idem_doc, idem, clock.now())):
         return replayed
     deadline = time.monotonic() + request.wait_seconds
     pauses = iter(POLL_PAUSES)
-    candidates: list[Doc] = []
-    lost = False
 
     def attempt(number: int) -> tuple[Outcome | None, Writes]:
-        nonlocal candidates, lost, idem_doc
-        if number and idem and idem_key:  # the race lost may have been over our own Idempotency-Key
-            idem_doc = store.get(idem_key)
-            if replayed := idempotency.replay(idem_doc, idem, clock.now()):
-                return replayed, Writes()
-        lost = lost or number > 0
+        nonlocal idem_doc
         while True:
-            if not candidates:
-                candidates, lost = store.query(
-                    store.handoffs(principal.account_id),
-                    filters=[("to_role", "in", [r.value for r in roles]), ("claimable_at", "<=", clock.now())],
-                    order=[("created_at", "ASCENDING")],
-                    limit=QUEUE_DEPTH,
-                ), False
-                if not candidates:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return None, Writes()
-                    time.sleep(min(next(pauses, 1.0), remaining))
-                    continue
+            candidates = store.query(
+                store.handoffs(principal.account_id),
+                filters=[("to_role", "in", [r.value for r in roles]), ("claimable_at", "<=", clock.now())],
+                order=[("created_at", "ASCENDING")],
+                limit=QUEUE_DEPTH,
+            )
+            if candidates:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None, Writes()
+            time.sleep(min(next(pauses, 1.0), remaining))
+        lost = False
+        while candidates:
             # The oldest first; after a lost race, any other (at random): racing agents then spread out instead of
             # all losing again on the same next one.
             doc = candidates.pop(random.randrange(len(candidates)) if lost else 0)
             at = clock.now()
             claimed = domain.claim(Handoff.model_validate(doc.data), key_id=principal.key_id,
                                    agent_id=request.agent_id, lease_seconds=request.lease_seconds, now=at)
+            lost = True
             if claimed is None:  # someone else's since the query
-                lost = True
                 continue
             writes = Writes()
             workflow = stage(store, writes, Change.of_handoff(principal.account_id, _workflow_copy(doc), claimed,
@@ -116,7 +111,13 @@ def claim_handoff(store: Store, principal: Principal, request: ClaimRequest,
             outcome = Outcome(body=result.model_dump(mode="json"))
             if idem and idem_key and idem_doc is not None:
                 writes.replace(idem_key, idempotency.record(idem, outcome, at), idem_doc)
-            return outcome, writes
+            if commits.write_once(store, writes):
+                return outcome, Writes()
+            if idem and idem_key:  # the race lost may have been over our own Idempotency-Key
+                idem_doc = store.get(idem_key)
+                if replayed := idempotency.replay(idem_doc, idem, clock.now()):
+                    return replayed, Writes()
+        raise commits.LostRace  # the whole result was taken by others: there may be more behind it
 
     return commits.run(store, attempt, busy="Other agents keep taking the hand-offs first; claim again.")
 
