@@ -53,6 +53,20 @@ def test_the_loop_decides_again_on_each_lost_race_then_answers_409(store):
     assert refused.value.status == 409 and refused.value.code == "version_conflict"
 
 
+def test_an_attempt_whose_own_writes_all_lost_counts_like_a_lost_commit(store):
+    numbers: list[int] = []
+
+    def attempt(number: int) -> tuple[str, Writes]:
+        numbers.append(number)
+        if number < 3:
+            raise commits.LostRace
+        return "landed", Writes()
+
+    assert commits.run(store, attempt, busy="busy") == "landed" and numbers == [0, 1, 2, 3]
+    with pytest.raises(VersionConflict):
+        commits.run(store, lambda number: (_ for _ in ()).throw(commits.LostRace()), busy="busy")
+
+
 def test_nothing_to_write_is_no_commit_and_write_once_does_not_retry(store):
     assert commits.run(store, lambda number: ("nothing", Writes()), busy="") == "nothing"
     assert store.rpcs["commit"] == 0
