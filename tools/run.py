@@ -46,6 +46,13 @@ def _stop_on_signal(signum: int, frame: object) -> None:
 def main() -> int:
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGHUP, _stop_on_signal)
+    from shared.runtime.config import ConfigError, config
+
+    try:
+        config()  # a bad setting stops here, before anything is started, with the message the instance would give
+    except ConfigError as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 2
     port = int(os.environ.get("PORT", "8080"))
     emulator = None
     if not os.environ.get("FIRESTORE_EMULATOR_HOST"):

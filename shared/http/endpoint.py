@@ -84,6 +84,11 @@ def problem_response(error: ProblemError, instance: str | None = None) -> flask.
     return json_response(error.to_problem(instance), error.status, error.headers, PROBLEM_JSON)
 
 
+def not_found(path: str) -> flask.Response:
+    """The answer for a path no function serves."""
+    return problem_response(NotFound("No such resource."), path)
+
+
 def _validation_errors(exc: pydantic.ValidationError, prefix: str = "") -> list[dict[str, str]]:
     return [
         {"field": prefix + (".".join(str(p) for p in err["loc"]) or "(body)"), "message": err["msg"]}
@@ -201,10 +206,16 @@ def _handle(request: flask.Request, route: Route, handler: Handler, fields: dict
         fields["key_id"] = ctx.principal.key_id
     if route.query is not None:
         ctx.query = parse_query(request, route.query)
+    raw = None
     if route.body is not None:
         ctx.body, raw = parse_body(request, route.body)
-        ctx.idempotency = idempotency.parse(request.headers.get("Idempotency-Key"), method=request.method,
-                                            path=request.path, body=raw)
+    if route.method == "POST":
+        key = request.headers.get("Idempotency-Key")
+        if route.idempotency_key_refused is None:
+            ctx.idempotency = idempotency.parse(key, method=request.method, path=request.path, body=raw)
+        elif key is not None:
+            raise ValidationFailed([{"field": "header:Idempotency-Key",
+                                     "message": f"not accepted here: {route.idempotency_key_refused}"}])
     reply = handler(ctx)
     if reply.status == 204:  # No Content: no body, no content type
         return flask.Response(status=204, headers=reply.headers)
