@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cache
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,30 @@ class Config:
     checkout_success_url: str | None = None  # where Stripe Checkout sends the customer back to
     checkout_cancel_url: str | None = None
     portal_return_url: str | None = None  # where the Billing Portal's "return" link goes
+    # Browser origins allowed to call the API (CORS, shared/http/cors.py): exact, normalised origins.
+    cors_origins: tuple[str, ...] = ()
+
+
+def parse_origins(raw: str) -> tuple[str, ...]:
+    """QORCH_CORS_ORIGINS: comma-separated exact origins, `scheme://host[:port]` (no path, no wildcard), normalised
+    the way browsers send `Origin` (lower case, no default port)."""
+    origins: list[str] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        parts = urlsplit(item)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname or port == -1 or \
+                parts.path or parts.query or parts.fragment or parts.username is not None or "*" in item:
+            raise ValueError(f"QORCH_CORS_ORIGINS: {item!r} is not an origin (scheme://host[:port], no path)")
+        scheme = parts.scheme.lower()
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        default = 443 if scheme == "https" else 80
+        origins.append(f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else ""))
+    return tuple(dict.fromkeys(origins))
 
 
 @cache
@@ -30,4 +55,5 @@ def config() -> Config:
         checkout_success_url=os.environ.get("QORCH_CHECKOUT_SUCCESS_URL") or None,
         checkout_cancel_url=os.environ.get("QORCH_CHECKOUT_CANCEL_URL") or None,
         portal_return_url=os.environ.get("QORCH_PORTAL_RETURN_URL") or None,
+        cors_origins=parse_origins(os.environ.get("QORCH_CORS_ORIGINS", "")),
     )
