@@ -29,10 +29,10 @@
 # FIRESTORE_LOCATION (default eur3; only used when the database is created), PARALLEL (function deploys at once,
 # default 4), PYTHON (with the requirements installed; default python3), BUILD_SERVICE_ACCOUNT (an existing account
 # for the builds instead of qorch-build), QORCH_CHECK_API_KEY (lets `check` make a keyed call too), RETRY_SECONDS
-# (first wait of a retried transient failure, default 5, doubling to 60) and RETRY_ATTEMPTS (default 8); the plain
-# configuration the functions get (PLAN_ENVIRONMENT in infra/deploy-plan.sh, e.g. QORCH_S3_BUCKET,
-# QORCH_CORS_ORIGINS); and each secret's value in its environment variable (e.g. STRIPE_API_KEY), which the secrets
-# step adds as the secret's newest version when it differs from the current one.
+# (first wait of a retried transient failure, default 5, doubling to 60) and RETRY_ATTEMPTS (default 10: some
+# 6 minutes in all); the plain configuration the functions get (PLAN_ENVIRONMENT in infra/deploy-plan.sh, e.g.
+# QORCH_S3_BUCKET, QORCH_CORS_ORIGINS); and each secret's value in its environment variable (e.g. STRIPE_API_KEY),
+# which the secrets step adds as the secret's newest version when it differs from the current one.
 #
 # Runs with bash 4.4 or newer and the tools every platform has (no GNU-only options): checked up front.
 set -euo pipefail
@@ -51,7 +51,7 @@ FIRESTORE_LOCATION="${FIRESTORE_LOCATION:-eur3}"
 PARALLEL="${PARALLEL:-4}"
 PYTHON="${PYTHON:-python3}"  # with the project's requirements (make deploy uses .venv/bin/python)
 RETRY_SECONDS="${RETRY_SECONDS:-5}"
-RETRY_ATTEMPTS="${RETRY_ATTEMPTS:-8}"
+RETRY_ATTEMPTS="${RETRY_ATTEMPTS:-10}"
 RUNTIME=python312
 API=qorch
 GATEWAY=qorch
