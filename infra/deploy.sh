@@ -526,9 +526,18 @@ step_gateway() {
 # METHOD URL EXPECTED_STATUS [CURL_ARGS...]: sets PROBE_HEADERS (lower-case names) and PROBE_BODY
 PROBE_HEADERS="" PROBE_BODY=""
 probe() {
-  local method="$1" url="$2" expected="$3" status work; shift 3
+  local method="$1" url="$2" expected="$3" status work attempt=1 delay="$RETRY_SECONDS"; shift 3
   work=$(tmpdir)
-  status=$(curl -sS -g -X "$method" -D "$work/headers" -o "$work/body" -w '%{http_code}' "$@" "$url") || status=000
+  while :; do
+    : >"$work/headers"; : >"$work/body"
+    status=$(curl -sS -g -X "$method" -D "$work/headers" -o "$work/body" -w '%{http_code}' "$@" "$url") || status=000
+    # a gateway just created or updated may not answer (or route) for a minute or two
+    [[ "$status" != "$expected" && "$status" =~ ^(000|404|502|503)$ ]] && (( attempt < RETRY_ATTEMPTS )) || break
+    printf '  check: %s %s answered %s, again in %ss\n' "$method" "$url" "$status" "$delay" >&2
+    sleep "$delay"
+    attempt=$((attempt + 1))
+    delay=$((delay * 2 > 60 ? 60 : delay * 2))
+  done
   PROBE_HEADERS=$(tr 'A-Z' 'a-z' <"$work/headers" | tr -d '\r')
   PROBE_BODY=$(cat "$work/body")
   rm -rf "$work"
