@@ -423,3 +423,25 @@ def test_the_stand_in_refuses_what_the_real_tools_refuse(tmp_path):
     old_curl = subprocess.run([str(cloud.bin / "curl"), "--fail-with-body", "https://example.com"], env=env,
                               capture_output=True, text=True)
     assert old_curl.returncode == 2
+
+
+def test_the_stand_in_knows_only_commands_and_flags_the_installed_gcloud_has():
+    """Its command table is a subset of the real CLI's own (the SDK's static completion tree, the same tree `gcloud
+    ... --help` is built from), so deploy.sh cannot pass the test with a flag that gcloud does not have."""
+    gcloud = shutil.which("gcloud")
+    assert gcloud, "the Google Cloud SDK is a prerequisite of make test (README: Prerequisites)"
+    tree_file = Path(os.path.realpath(gcloud)).parent.parent / "data" / "cli" / "gcloud_completions.py"
+    assert tree_file.is_file(), f"no static completion tree at {tree_file}: reinstall the Google Cloud SDK"
+    namespace: dict[str, Any] = {}
+    exec(compile(tree_file.read_text(), str(tree_file), "exec"), namespace)  # a data file: one dict literal
+    tree = namespace["STATIC_COMPLETION_CLI_TREE"]
+    for path, flags in fake.COMMANDS.items():
+        node = tree
+        for word in path:
+            assert word in node["commands"], f"gcloud has no command {' '.join(path)}"
+            node = node["commands"][word]
+        for name in flags:
+            known = node["flags"]
+            assert {f"--{name}", f"--{name.removeprefix('no-')}"} & set(known), f"gcloud {' '.join(path)} --{name}"
+    for name in fake.GLOBAL:
+        assert f"--{name}" in tree["flags"], name

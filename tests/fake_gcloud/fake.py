@@ -63,9 +63,9 @@ class Failure(Exception):
 
 # ---- the gcloud command line -------------------------------------------------------------------------------------
 
-GLOBAL = {"project": "value", "quiet": "bool", "format": "value", "filter": "value", "limit": "value",
-          "sort-by": "value", "verbosity": "value"}
+GLOBAL = {"project": "value", "quiet": "bool", "format": "value", "verbosity": "value"}
 V, B, M = "value", "bool", "multi"
+LIST = {"filter": V, "limit": V, "sort-by": V}  # the flags of list commands
 # command path → its flags (besides the global ones), from `gcloud <path> --help`
 COMMANDS: dict[tuple[str, ...], dict[str, str]] = {
     ("auth", "print-access-token"): {},
@@ -84,7 +84,7 @@ COMMANDS: dict[tuple[str, ...], dict[str, str]] = {
     ("secrets", "remove-iam-policy-binding"): {"member": V, "role": V, "condition": V, "all": B},
     ("secrets", "get-iam-policy"): {},
     ("secrets", "versions", "add"): {"data-file": V},
-    ("secrets", "versions", "list"): {},
+    ("secrets", "versions", "list"): LIST,
     ("secrets", "versions", "access"): {"secret": V, "out-file": V},
     ("pubsub", "topics", "describe"): {},
     ("pubsub", "topics", "create"): {"labels": V},
@@ -95,9 +95,9 @@ COMMANDS: dict[tuple[str, ...], dict[str, str]] = {
         "set-secrets": V, "clear-secrets": B, "trigger-http": B, "no-allow-unauthenticated": B,
         "allow-unauthenticated": B, "ingress-settings": V, "trigger-topic": V, "trigger-service-account": V},
     ("functions", "describe"): {"region": V},
-    ("functions", "list"): {"regions": V, "v2": B},
+    ("functions", "list"): {"regions": V, "v2": B, **LIST},
     ("functions", "add-invoker-policy-binding"): {"region": V, "member": V},
-    ("run", "revisions", "list"): {"service": V, "region": V},
+    ("run", "revisions", "list"): {"service": V, "region": V, **LIST},
     ("run", "services", "update-traffic"): {"region": V, "to-revisions": V, "to-latest": B},
     ("scheduler", "jobs", "describe"): {"location": V},
     ("scheduler", "jobs", "create", "pubsub"): {"location": V, "schedule": V, "topic": V, "message-body": V,
