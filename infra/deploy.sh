@@ -565,10 +565,13 @@ step_check() {
   # A browser's preflight reaches cors_preflight (the gateway itself would answer 405).
   origin="${QORCH_CORS_ORIGINS%%,*}"
   origin="${origin// /}"
+  origin="${origin,,}"  # as a browser sends it (the functions normalise the list the same way)
+  [[ "$origin" != https://*:443 ]] || origin="${origin%:443}"
+  [[ "$origin" != http://*:80 ]] || origin="${origin%:80}"
   if [[ -n "$origin" ]]; then
     probe OPTIONS "$base/workflows" 204 -H "Origin: $origin" -H "Access-Control-Request-Method: POST" \
       -H "Access-Control-Request-Headers: authorization,content-type"
-    grep -qF "access-control-allow-origin: ${origin,,}" <<<"$PROBE_HEADERS" \
+    grep -qF "access-control-allow-origin: ${origin}" <<<"$PROBE_HEADERS" \
       || die "check: the preflight from $origin got no Access-Control-Allow-Origin"
     echo "check: OPTIONS /v1/workflows 204 with CORS headers for $origin" >&2
   else

@@ -127,9 +127,10 @@ def email(account: str) -> str:
 def deployed(tmp_path_factory):
     """A first deployment from an empty project, then the same command again."""
     cloud = Cloud(tmp_path_factory.mktemp("deploy"), INJECT)
-    first = cloud.run("all")
+    origins = "https://App.example.com:443, http://localhost:5173"  # check sends the first as a browser would
+    first = cloud.run("all", QORCH_CORS_ORIGINS=origins)
     assert first.rc == 0, first.stderr[-6000:]
-    second = cloud.run("all")
+    second = cloud.run("all", QORCH_CORS_ORIGINS=origins)
     assert second.rc == 0, second.stderr[-6000:]
     return cloud, first, second
 
