@@ -41,9 +41,10 @@ def _cloud_event_entry(function: str) -> Any:
 def unmatched_path(_: Exception) -> Any:
     """Flask's own 404, for a path that functions-framework's catch-all route cannot match at all (`<path:path>`
     does not match a newline, e.g. `/v1/workflows/a%0Ab`): answered like any unknown path, in problem+json."""
+    from shared.http.cors import decorate
     from shared.http.endpoint import not_found
 
-    return not_found(flask.request.path)
+    return decorate(flask.request, not_found(flask.request.path))
 
 
 # functions-framework runs this module inside the function's app, so this registers there (elsewhere: a no-op).
@@ -51,8 +52,11 @@ functions_framework.errorhandler(404)(unmatched_path)
 
 for _route in ROUTES:
     globals()[_route.function] = _http_entry(_route.function)
+# API Gateway's backend for the `options` operation of every /v1 path (CORS preflights; shared/http/cors.py).
+PREFLIGHT_FUNCTION = "cors_preflight"
+globals()[PREFLIGHT_FUNCTION] = _http_entry(PREFLIGHT_FUNCTION)
 for _event_function in EVENT_FUNCTIONS:
     globals()[_event_function.function] = _cloud_event_entry(_event_function.function)
 
-HTTP_FUNCTIONS = tuple(r.function for r in ROUTES)
+HTTP_FUNCTIONS = (*(r.function for r in ROUTES), PREFLIGHT_FUNCTION)
 CLOUD_EVENT_FUNCTIONS = tuple(f.function for f in EVENT_FUNCTIONS)

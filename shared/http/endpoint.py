@@ -28,6 +28,7 @@ from shared.domain.errors import (
     ProblemError,
     ValidationFailed,
 )
+from shared.http import cors
 from shared.http.routes import BY_FUNCTION, Route
 from shared.runtime import logs
 from shared.runtime.config import config
@@ -179,6 +180,7 @@ def endpoint(function: str) -> Callable[[Handler], Callable[[flask.Request], Any
                 fields["stack_trace"] = traceback.format_exc()
                 response = problem_response(Internal("An unexpected error occurred; it has been logged."),
                                             request.path)
+            response = cors.decorate(request, response)  # CORS headers for allowed origins, problems included
             _log(request, response.status_code, started, fields)
             return response
 
@@ -190,6 +192,10 @@ def endpoint(function: str) -> Callable[[Handler], Callable[[flask.Request], Any
 
 
 def _handle(request: flask.Request, route: Route, handler: Handler, fields: dict[str, Any]) -> flask.Response:
+    if request.method == "OPTIONS":  # a CORS preflight for this path: answered before auth, for all its methods
+        if route.match(request.path) is None:
+            raise NotFound("No such resource.")
+        return cors.preflight(request)
     if request.method != route.method:
         raise MethodNotAllowed([route.method])
     params = route.match(request.path)

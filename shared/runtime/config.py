@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -28,7 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.domain import plans as plans_domain
 
@@ -36,6 +37,28 @@ PLANS_FILE = Path(__file__).resolve().parent.parent / "domain" / "plans.json"
 MAX_BODY_BYTES = 256 * 1024  # a fixed limit of the API (documented with it), not a deployment choice
 
 Url = Annotated[str, Field(pattern=r"^https?://\S+$")]
+
+
+def parse_origins(raw: str) -> tuple[str, ...]:
+    """QORCH_CORS_ORIGINS: comma-separated exact origins, `scheme://host[:port]` (no path, no wildcard), normalised
+    the way browsers send `Origin` (lower case, no default port)."""
+    origins: list[str] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        parts = urlsplit(item)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname or port == -1 or \
+                parts.path or parts.query or parts.fragment or parts.username is not None or "*" in item:
+            raise ValueError(f"{item!r} is not an origin (scheme://host[:port], no path)")
+        scheme = parts.scheme.lower()
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        default = 443 if scheme == "https" else 80
+        origins.append(f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else ""))
+    return tuple(dict.fromkeys(origins))
 
 
 class ConfigError(ValueError):
@@ -75,6 +98,10 @@ class Settings(BaseSettings):
     s3_addressing_style: Literal["auto", "path", "virtual"] = Field("auto", alias="QORCH_S3_ADDRESSING_STYLE")
     s3_sign_checksum: bool = Field(True, alias="QORCH_S3_SIGN_CHECKSUM")
 
+    # ---- browsers (CORS, shared/http/cors.py) ----
+    # Comma-separated exact origins, kept normalised the way browsers send `Origin`.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field((), alias="QORCH_CORS_ORIGINS")
+
     _plans: plans_domain.Catalog | None = PrivateAttr(None)
 
     @field_validator("*", mode="before")
@@ -86,6 +113,11 @@ class Settings(BaseSettings):
         value = value.strip()
         optional = info.field_name is not None and cls.model_fields[info.field_name].default is None
         return None if optional and not value else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        return parse_origins(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _both_credentials_or_neither(self) -> Settings:
