@@ -88,6 +88,7 @@ def main() -> int:
             f"Dev account: {DEV_ACCOUNT} (plan dev, entitled)\n"
             f"Owner API key (also in {KEY_FILE.relative_to(ROOT)}):\n  {key}\n"
             f"CORS origins allowed: {origins}\n"
+            f"Dashboard: http://127.0.0.1:{port}/\n"
             f"Serving http://127.0.0.1:{port}/v1  (Ctrl-C stops everything)\n",
             flush=True,
         )
