@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The Firebase Auth emulator (firebase-tools, pinned in package.json + package-lock.json): development only.
+NPM_STAMP := node_modules/.installed
 
 .PHONY: run test bench lint fmt docs admin cleanup deploy-files deploy clean
 
@@ -11,10 +13,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
 
-run: $(STAMP)
+$(NPM_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20+ (Debian/Ubuntu: apt-get install nodejs npm)"; exit 2; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NPM_STAMP)
+
+run: $(STAMP) $(NPM_STAMP)
 	$(PY) -m tools.run
 
-test: $(STAMP)
+test: $(STAMP) $(NPM_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
@@ -44,4 +51,4 @@ deploy: $(STAMP)
 	PYTHON=$(PY) infra/deploy.sh $(STEPS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .qorch
+	rm -rf $(VENV) .pytest_cache .qorch node_modules

@@ -14,6 +14,10 @@ import functions_framework
 
 from shared.http.event_functions import EVENT_FUNCTIONS
 from shared.http.routes import ROUTES
+from shared.runtime.config import refuse_unsafe_production
+
+# A deployed instance with the Auth emulator variable set would accept unsigned tokens: it fails to start instead.
+refuse_unsafe_production()
 
 
 def _http_entry(function: str) -> Any:

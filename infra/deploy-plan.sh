@@ -17,7 +17,7 @@ PLAN_ENVIRONMENT=(QORCH_S3_BUCKET QORCH_S3_REGION QORCH_S3_ENDPOINT_URL QORCH_S3
 # Functions: name, trigger (http | topic:TOPIC), memory MB, cpu, timeout s, concurrency, min and max
 # instances, then the secrets (ENV=secret) it may read. Everything else about a function is in
 # deploy_function (infra/deploy.sh).
-PLAN_FUNCTIONS=(create_workflow list_workflows get_workflow transition_workflow rollback_workflow list_workflow_events claim_handoff heartbeat_handoff release_handoff list_handoffs create_artifact complete_artifact get_artifact list_artifacts get_account create_checkout_session create_portal_session stripe_webhook describe_state_machine get_openapi cleanup)
+PLAN_FUNCTIONS=(create_workflow list_workflows get_workflow transition_workflow rollback_workflow list_workflow_events claim_handoff heartbeat_handoff release_handoff list_handoffs create_artifact complete_artifact get_artifact list_artifacts get_account create_checkout_session create_portal_session get_me create_account list_members invite_member accept_invitation update_member remove_member create_key list_keys revoke_key stripe_webhook describe_state_machine get_openapi cleanup)
 plan_function() {
   case "$1" in
     create_workflow)  # POST /v1/workflows
@@ -54,6 +54,26 @@ plan_function() {
       deploy_function create_checkout_session http 512 1 60 40 0 20 'STRIPE_API_KEY=qorch-stripe-api-key:latest' ;;
     create_portal_session)  # POST /v1/billing/portal-session
       deploy_function create_portal_session http 512 1 60 40 0 20 'STRIPE_API_KEY=qorch-stripe-api-key:latest' ;;
+    get_me)  # GET /v1/me
+      deploy_function get_me http 512 1 60 40 0 20 '' ;;
+    create_account)  # POST /v1/accounts
+      deploy_function create_account http 512 1 60 40 0 20 '' ;;
+    list_members)  # GET /v1/members
+      deploy_function list_members http 512 1 60 40 0 20 '' ;;
+    invite_member)  # POST /v1/members
+      deploy_function invite_member http 512 1 60 40 0 20 '' ;;
+    accept_invitation)  # POST /v1/members/accept
+      deploy_function accept_invitation http 512 1 60 40 0 20 '' ;;
+    update_member)  # PATCH /v1/members/{member_id}
+      deploy_function update_member http 512 1 60 40 0 20 '' ;;
+    remove_member)  # DELETE /v1/members/{member_id}
+      deploy_function remove_member http 512 1 60 40 0 20 '' ;;
+    create_key)  # POST /v1/keys
+      deploy_function create_key http 512 1 60 40 0 20 '' ;;
+    list_keys)  # GET /v1/keys
+      deploy_function list_keys http 512 1 60 40 0 20 '' ;;
+    revoke_key)  # DELETE /v1/keys/{key_id}
+      deploy_function revoke_key http 512 1 60 40 0 20 '' ;;
     stripe_webhook)  # POST /v1/stripe/webhook
       deploy_function stripe_webhook http 512 1 60 40 0 20 'STRIPE_WEBHOOK_SECRET=qorch-stripe-webhook-secret:latest' ;;
     describe_state_machine)  # GET /v1/state-machine
@@ -89,6 +109,7 @@ plan_firestore() {
   ensure_field_indexes events note '{"indexes":[]}'
   ensure_field_indexes events reason '{"indexes":[]}'
   ensure_field_indexes events at '{"indexes":[]}'
+  ensure_field_indexes invitations email '{"indexes":[{"queryScope":"COLLECTION","fields":[{"fieldPath":"email","order":"ASCENDING"}]},{"queryScope":"COLLECTION_GROUP","fields":[{"fieldPath":"email","order":"ASCENDING"}]}]}'
   ensure_field_indexes idempotency body '{"indexes":[]}'
   ensure_field_indexes idempotency request_hash '{"indexes":[]}'
   ensure_field_indexes idempotency created_at '{"indexes":[]}'

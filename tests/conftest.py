@@ -35,6 +35,17 @@ def emulator() -> Iterator[Emulator]:
         os.environ["FIRESTORE_EMULATOR_HOST"] = previous
 
 
+@pytest.fixture(autouse=True)
+def _credential_caches() -> Iterator[None]:
+    """Each test starts with this process's key and membership caches empty (they are per instance, like the
+    process a test stands for)."""
+    from shared.services import auth
+
+    auth.forget_all()
+    yield
+    auth.forget_all()
+
+
 @pytest.fixture
 def project_id() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"

@@ -12,7 +12,7 @@ from shared.adapters.firestore import Store
 from shared.domain import workflow as domain
 from shared.domain.models import Event, Workflow
 from shared.domain.state_machine import AGENT_ROLES, Role
-from shared.services import accounts
+from shared.services import accounts, auth
 
 
 @dataclass
@@ -50,10 +50,13 @@ class Api:
 
     def request(self, method: str, path: str, *, key: str | None = None, body: Any = None,
                 data: bytes | str | None = None, headers: dict[str, str] | None = None,
-                query: dict[str, Any] | None = None) -> Response:
+                query: dict[str, Any] | None = None, account: str | None = None) -> Response:
+        """`key`: an API key or a person's ID token; `account`: the X-Qorch-Account header."""
         hdrs = dict(headers or {})
         if key:
             hdrs["Authorization"] = f"Bearer {key}"
+        if account:
+            hdrs["X-Qorch-Account"] = account
         if body is not None:
             data = json.dumps(body)
             hdrs.setdefault("Content-Type", "application/json")
@@ -72,6 +75,12 @@ class Api:
     def post(self, path: str, body: Any = None, key: str | None = None, **kw: Any) -> Response:
         return self.request("POST", path, key=key, body=body, **kw)
 
+    def patch(self, path: str, body: Any = None, key: str | None = None, **kw: Any) -> Response:
+        return self.request("PATCH", path, key=key, body=body, **kw)
+
+    def delete(self, path: str, key: str | None = None, **kw: Any) -> Response:
+        return self.request("DELETE", path, key=key, **kw)
+
     # ---- workflow shortcuts -------------------------------------------------------------------------------
 
     def create(self, tenant: Tenant, **fields: Any) -> dict:
@@ -88,6 +97,17 @@ class Api:
         r = self.post(f"/v1/workflows/{wid}/transitions", {"to": to, **fields}, key)
         assert r.status == expect, r.body
         return r
+
+
+def cold_instance() -> None:
+    """As if the next call reached a fresh instance: its key (or person) is read again, not taken from the cache."""
+    auth.forget_all()
+
+
+def used(api: Api, key: str) -> None:
+    """One call with `key`, so that its last-used time (written at most once an hour) is already written and later
+    RPC counts are exact."""
+    assert api.get("/v1/account", key).status == 200
 
 
 def stored_workflow(store: Store, account_id: str, workflow_id: str) -> Workflow:
@@ -124,7 +144,9 @@ def count_documents(store: Store) -> int:
 
 
 def snapshot_all(store: Store) -> dict[str, dict]:
-    """Path → data of every document in the project."""
+    """Path → data of every document in the project. Except an API key's `last_used_at`: bookkeeping of the calls
+    themselves, written after a successful call at most once an hour (that a refused call does not write it is
+    tests/test_keys_api.py's business)."""
     out: dict[str, dict] = {}
 
     def walk(collections: Any) -> None:
@@ -132,7 +154,10 @@ def snapshot_all(store: Store) -> dict[str, dict]:
             for doc in col.list_documents():
                 snap = doc.get()
                 if snap.exists:
-                    out[doc.path] = snap.to_dict()
+                    data = snap.to_dict()
+                    if col.id == "api_keys":
+                        data.pop("last_used_at", None)
+                    out[doc.path] = data
                 walk(doc.collections())
 
     walk(store.client.collections())

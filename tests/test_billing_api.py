@@ -22,7 +22,7 @@ from tests.billing_support import (
     uid,
     unconfigure,
 )
-from tests.helpers import snapshot_all, together
+from tests.helpers import cold_instance, snapshot_all, together, used
 
 billing_env = billing_support.billing_env  # fixture
 CHECKOUT = "/v1/billing/checkout-session"
@@ -230,6 +230,7 @@ def test_get_account_of_a_subscriber(api, billing_env):
     body = api.get("/v1/account", tenant.owner).body
     assert body["plan"] == "starter" and body["limits"] == plans.catalog().get("starter").limits()
     assert body["entitlement"]["entitled"] and body["entitlement"]["subscription_id"] == sub
+    cold_instance()
     api.store.rpcs.clear()
     api.get("/v1/account", tenant.owner)
     assert dict(api.store.rpcs) == {"get": 2}  # the key, the account
@@ -241,6 +242,8 @@ def test_get_account_of_a_subscriber(api, billing_env):
 def test_creating_a_workflow_is_one_batched_read_and_one_commit(api, billing_env):
     tenant = customer_tenant(api)
     subscribe(api, tenant)
+    used(api, tenant.owner)
+    cold_instance()
     api.store.rpcs.clear()
     assert api.post("/v1/workflows", {"title": "x"}, tenant.owner).status == 201
     assert api.store.rpcs["batch_get"] == 1 and api.store.rpcs["commit"] == 1

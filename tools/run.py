@@ -1,8 +1,9 @@
 """`make run`: the whole product on this machine.
 
-Starts the Firestore emulator on a free port (unless FIRESTORE_EMULATOR_HOST is set), makes sure the dev account
-(plan `dev`, entitled) and its owner key exist (the key is kept in .qorch/dev-api-key, so it survives restarts),
-and serves every HTTP function under its /v1 path on http://127.0.0.1:${PORT:-8080}. Ctrl-C stops all of it.
+Starts the Firestore emulator on a free port (unless FIRESTORE_EMULATOR_HOST is set) and the Firebase Auth emulator
+(unless FIREBASE_AUTH_EMULATOR_HOST is set; project `demo-qorch`), makes sure the dev account (plan `dev`, entitled),
+its owner key (kept in .qorch/dev-api-key, so it survives restarts) and a dev person who owns it exist, and serves
+every HTTP function under its /v1 path on http://127.0.0.1:${PORT:-8080}. Ctrl-C stops all of it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import signal
 import sys
 from pathlib import Path
 
+from tools.authemulator import AuthEmulator
 from tools.emulator import Emulator, MissingPrerequisite
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_FILE = ROOT / ".qorch" / "dev-api-key"
 DEV_ACCOUNT = "acct_dev"
+# A person who owns the dev account, made in the Auth emulator at each start (its data lives in memory).
+DEV_PERSON = {"uid": "dev-owner", "email": "dev@qorch.local", "password": "qorch-dev"}
 
 
 def bootstrap_dev_account() -> str:
@@ -39,6 +43,24 @@ def bootstrap_dev_account() -> str:
     return secret
 
 
+def bootstrap_dev_person(auth_emulator: AuthEmulator | None) -> str | None:
+    """The dev person in the Auth emulator (when make run started it) and their OWNER membership of the dev account
+    (idempotent: kept if it is there)."""
+    if auth_emulator is None:
+        return None
+    from shared.adapters.firestore import get_store
+    from shared.domain.errors import AlreadyMember
+    from shared.domain.state_machine import Role
+    from shared.services import members
+
+    uid = auth_emulator.ensure_user(DEV_PERSON["email"], DEV_PERSON["password"], uid=DEV_PERSON["uid"])
+    try:
+        members.add_member(get_store(), DEV_ACCOUNT, uid, DEV_PERSON["email"], [Role.OWNER], by="system:make-run")
+    except AlreadyMember:
+        pass
+    return uid
+
+
 def _stop_on_signal(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM/SIGHUP clean up exactly like Ctrl-C: the emulator must not outlive us
 
@@ -47,36 +69,48 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGHUP, _stop_on_signal)
     port = int(os.environ.get("PORT", "8080"))
-    emulator = None
-    if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        try:
+    emulator = auth_emulator = s3 = None
+    try:
+        if not os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"):  # the slowest to start (20-50 s): first, in parallel
+            print("Starting the Firebase Auth emulator…", flush=True)
+            auth_emulator = AuthEmulator().launch()
+            os.environ["FIREBASE_AUTH_EMULATOR_HOST"] = auth_emulator.address
+            os.environ.setdefault("QORCH_FIREBASE_PROJECT", auth_emulator.project)
+        if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
             print("Starting the Firestore emulator…", flush=True)
             emulator = Emulator().start()
-        except MissingPrerequisite as exc:
-            print(f"\n{exc}", file=sys.stderr)
-            return 2
-        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
-    os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "qorch-local")
-    s3 = None
-    try:
+            os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
+        os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "qorch-local")
         if not os.environ.get("QORCH_S3_BUCKET"):  # artifacts: moto as the local S3 endpoint, bucket created
             from tools.locals3 import LocalS3
 
             s3 = LocalS3().start()
         key = bootstrap_dev_account()
+        if auth_emulator is not None:
+            auth_emulator.wait()
+        person = bootstrap_dev_person(auth_emulator)
+        auth_host = os.environ["FIREBASE_AUTH_EMULATOR_HOST"]
+        auth_project = os.environ.get("QORCH_FIREBASE_PROJECT") or os.environ["GOOGLE_CLOUD_PROJECT"]
         print(
             f"\nFirestore emulator: {os.environ['FIRESTORE_EMULATOR_HOST']} (project "
             f"{os.environ['GOOGLE_CLOUD_PROJECT']})\n"
+            f"Firebase Auth emulator: http://{auth_host} (project {auth_project}); web apps: "
+            f"connectAuthEmulator(auth, \"http://{auth_host}\") with projectId \"{auth_project}\"\n"
             f"Object store (artifacts): {os.environ.get('QORCH_S3_ENDPOINT_URL', 'AWS S3')} bucket "
             f"{os.environ['QORCH_S3_BUCKET']}{' (moto)' if s3 else ''}\n"
             f"Dev account: {DEV_ACCOUNT} (plan dev, entitled)\n"
-            f"Owner API key (also in {KEY_FILE.relative_to(ROOT)}):\n  {key}\n"
+            + (f"Dev person (OWNER of {DEV_ACCOUNT}): {DEV_PERSON['email']} / password {DEV_PERSON['password']} "
+               f"(uid {person})\n" if person else "")
+            + f"Owner API key (also in {KEY_FILE.relative_to(ROOT)}):\n  {key}\n"
             f"Serving http://127.0.0.1:{port}/v1  (Ctrl-C stops everything)\n",
             flush=True,
         )
         from tools.router import create_app
 
         create_app().run(host="127.0.0.1", port=port, threaded=True)
+    except MissingPrerequisite as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         pass
     finally:
@@ -85,6 +119,9 @@ def main() -> int:
         if emulator:
             emulator.stop()
             print("Stopped the Firestore emulator.", flush=True)
+        if auth_emulator:
+            auth_emulator.stop()
+            print("Stopped the Firebase Auth emulator.", flush=True)
     return 0
 
 

@@ -133,6 +133,27 @@ class Store:
     def artifact(self, account_id: str, workflow_id: str, artifact_id: str) -> DocRef:
         return self.artifacts(account_id, workflow_id).document(artifact_id)
 
+    # People: their memberships under the account (listing is one collection), a per-person document with the
+    # accounts they belong to (authenticating a person is one read of it), and invitations under the account.
+    def members(self, account_id: str) -> firestore.CollectionReference:
+        return self.account(account_id).collection("members")
+
+    def member(self, account_id: str, member_id: str) -> DocRef:
+        return self.members(account_id).document(member_id)
+
+    def invitations(self, account_id: str) -> firestore.CollectionReference:
+        return self.account(account_id).collection("invitations")
+
+    def invitation(self, account_id: str, invitation_id: str) -> DocRef:
+        return self.invitations(account_id).document(invitation_id)
+
+    def person(self, person_id: str) -> DocRef:
+        return self.client.collection("people").document(person_id)
+
+    def person_idempotency(self, person_id: str, key_hash: str) -> DocRef:
+        """Idempotency-Key records of a person's requests that belong to no account yet (sign-up, accepting)."""
+        return self.person(person_id).collection("idempotency").document(key_hash)
+
     # Billing: one record per Stripe event processed (exactly-once), the Stripe customer → account index, and the
     # events no account claimed (for an operator to look at).
     def stripe_event(self, event_id: str) -> DocRef:

@@ -54,7 +54,7 @@ class CurrentHandoff(BaseModel):
 
     id: str
     status: HandoffStatus
-    claimed_by: str | None = Field(default=None, description="key_id of the holder")
+    claimed_by: str | None = Field(default=None, description="The holder: its key id, or user:<uid> for a person")
     agent_id: str | None = None
     lease_expires_at: datetime | None = None
 
@@ -100,7 +100,8 @@ class Event(BaseModel):
     type: EventType
     from_state: State | None
     to_state: State
-    actor: str
+    actor: str = Field(description="key_<id> for an API key, user:<uid> for a person, system:<task> for the service")
+    actor_email: str | None = Field(default=None, description="A person's verified email (actor user:<uid>)")
     reason: str = ""
     note: str = ""
     at: datetime
@@ -140,6 +141,9 @@ class Account(BaseModel):
     stripe_customer_id: str | None = None
     former_stripe_customers: list[str] = Field(default_factory=list)  # deleted in Stripe; their events are stale
     subscriptions: dict[str, Subscription] = Field(default_factory=dict)
+    # The members holding OWNER, kept in the same commits that change a member: removing or demoting the last one is
+    # refused, and the account's update time serialises such changes (see `shared.services.members`).
+    owners: list[str] = Field(default_factory=list)
 
 
 class ApiKey(BaseModel):
@@ -153,6 +157,43 @@ class ApiKey(BaseModel):
     revoked: bool = False
     created_at: datetime
     revoked_at: datetime | None = None
+    created_by: str | None = None  # the actor who made it through the API (None: the admin command)
+    # Coarse: written at most once an hour per key, so that using a key costs no write on the way (see auth).
+    last_used_at: datetime | None = None
+
+
+class Member(BaseModel):
+    """A person's membership of an account (accounts/{account_id}/members/{id}, id = mem_<sha256(uid)>)."""
+
+    id: str
+    account_id: str
+    uid: str
+    email: str
+    roles: list[Role]
+    joined_at: datetime
+    invited_by: str | None = Field(default=None, description="The actor who invited them (None: they founded it)")
+
+
+class Invitation(BaseModel):
+    """An invitation to join an account (accounts/{account_id}/invitations/{id}, id = inv_<sha256(email)>). The person
+    whose verified email it is joins by accepting it."""
+
+    id: str
+    account_id: str
+    email: str
+    roles: list[Role]
+    invited_by: str
+    created_at: datetime
+
+
+class Person(BaseModel):
+    """people/{sha256(uid)}: the accounts a person belongs to, so that authenticating a person is one read. Written in
+    the same commit as every change of one of their memberships."""
+
+    uid: str
+    email: str | None = None
+    accounts: dict[str, list[Role]] = Field(default_factory=dict, description="account id → roles")
+    updated_at: datetime
 
 
 # ---- requests ----------------------------------------------------------------------------------------------------
@@ -180,6 +221,34 @@ class RollbackRequest(RequestModel):
     to_version: Annotated[int, Field(ge=1)]
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2_000)]
     reset_retries: bool = False
+
+
+GrantedRoles = Annotated[list[Role], Field(min_length=1, max_length=8, description=(
+    "OWNER and/or agent roles (Q_ASSISTANT, ARCHITECT, DEVELOPER, TESTER, VERIFIER, DEVOPS), or VIEWER alone"))]
+AccountId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+
+
+class CreateAccountRequest(RequestModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class InviteMemberRequest(RequestModel):
+    email: Annotated[str, StringConstraints(min_length=3, max_length=254)]
+    roles: GrantedRoles
+
+
+class AcceptInvitationRequest(RequestModel):
+    account_id: AccountId = Field(description="The account whose invitation to accept (the owner who invited you "
+                                              "can tell you; GET /v1/me lists them)")
+
+
+class UpdateMemberRequest(RequestModel):
+    roles: GrantedRoles
+
+
+class CreateKeyRequest(RequestModel):
+    name: Annotated[str, StringConstraints(max_length=100)] = ""
+    roles: GrantedRoles
 
 
 class CheckoutSessionRequest(RequestModel):
@@ -294,6 +363,69 @@ class AccountView(BaseModel):
     usage: AccountUsage
 
 
+class MemberView(BaseModel):
+    id: str
+    uid: str
+    email: str
+    roles: list[Role]
+    joined_at: datetime
+    invited_by: str | None
+
+
+class InvitationView(BaseModel):
+    id: str
+    account_id: str
+    email: str
+    roles: list[Role]
+    invited_by: str
+    created_at: datetime
+
+
+class MemberList(BaseModel):
+    members: list[MemberView]
+    invitations: list[InvitationView] = Field(description="Pending: not accepted yet")
+
+
+class Membership(BaseModel):
+    account_id: str
+    account_name: str | None
+    roles: list[Role]
+
+
+class Me(BaseModel):
+    """The signed-in person: who they are, their accounts (pick one per request with X-Qorch-Account) and the
+    invitations waiting for their verified email."""
+
+    uid: str
+    email: str | None
+    email_verified: bool
+    accounts: list[Membership]
+    invitations: list[InvitationView]
+
+
+class ApiKeyView(BaseModel):
+    """An API key as the API shows it: never its secret."""
+
+    id: str
+    name: str
+    roles: list[Role]
+    prefix: str = Field(description="The secret's first 12 characters, to recognise it")
+    created_at: datetime
+    created_by: str | None
+    revoked: bool
+    revoked_at: datetime | None
+    last_used_at: datetime | None = Field(description="When it last authenticated a call, to within an hour")
+
+
+class ApiKeyCreated(ApiKeyView):
+    api_key: str | None = Field(description="The secret, shown this once (null when an Idempotency-Key replays the "
+                                            "creation: it is not kept anywhere)")
+
+
+class KeyList(BaseModel):
+    keys: list[ApiKeyView]
+
+
 class WebhookReceipt(BaseModel):
     """What the webhook did with an event (Stripe only looks at the status)."""
 
@@ -346,7 +478,7 @@ class Handoff(BaseModel):
     artifacts: list[str] = Field(default_factory=list, description="Artifact ids handed to the next role.")
     status: HandoffStatus
     created_at: datetime
-    claimed_by: str | None = Field(default=None, description="key_id of the holder")
+    claimed_by: str | None = Field(default=None, description="The holder: its key id, or user:<uid> for a person")
     agent_id: str | None = None
     claimed_at: datetime | None = None
     lease_seconds: int | None = None

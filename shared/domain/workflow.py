@@ -20,7 +20,7 @@ def new_workflow_id() -> str:
 
 
 def create(request: CreateWorkflowRequest, *, account_id: str, actor: str, now: datetime,
-           plan: str = "dev") -> tuple[Workflow, Event]:
+           plan: str = "dev", actor_email: str | None = None) -> tuple[Workflow, Event]:
     workflow = Workflow(
         id=new_workflow_id(),
         account_id=account_id,
@@ -38,7 +38,8 @@ def create(request: CreateWorkflowRequest, *, account_id: str, actor: str, now: 
         created_by=actor,
         final=False,
     )
-    event = Event(seq=1, type=EventType.CREATED, from_state=None, to_state=INITIAL_STATE, actor=actor, at=now)
+    event = Event(seq=1, type=EventType.CREATED, from_state=None, to_state=INITIAL_STATE, actor=actor,
+                  actor_email=actor_email, at=now)
     return workflow, event
 
 
@@ -64,6 +65,7 @@ def transition(
     reason: str,
     note: str,
     now: datetime,
+    actor_email: str | None = None,
 ) -> tuple[Workflow, Event]:
     """Apply the one shared validator and return the new workflow and its event, or raise why not."""
     spec = sm.find_transition(workflow.state, to)
@@ -87,7 +89,7 @@ def transition(
     retry_count = workflow.retry_count + (1 if spec.counts_as_retry else 0)
     moved = _moved(workflow, to, retry_count, now)
     event = Event(seq=moved.version, type=EventType.TRANSITIONED, from_state=workflow.state, to_state=to,
-                  actor=actor, reason=reason, note=note, at=now)
+                  actor=actor, actor_email=actor_email, reason=reason, note=note, at=now)
     return moved, event
 
 
@@ -100,6 +102,7 @@ def rollback(
     actor: str,
     reason: str,
     now: datetime,
+    actor_email: str | None = None,
 ) -> tuple[Workflow, Event]:
     """Return the workflow to the state it had after event `to_version` (owner-only; checked by the caller)."""
     if sm.is_final(workflow.state):
@@ -114,7 +117,8 @@ def rollback(
                                             "which is not an active state"}])
     moved = _moved(workflow, target.to_state, 0 if reset_retries else workflow.retry_count, now)
     event = Event(seq=moved.version, type=EventType.ROLLED_BACK, from_state=workflow.state,
-                  to_state=target.to_state, actor=actor, reason=reason, at=now, retries_reset=reset_retries)
+                  to_state=target.to_state, actor=actor, actor_email=actor_email, reason=reason, at=now,
+                  retries_reset=reset_retries)
     return moved, event
 
 

@@ -26,6 +26,9 @@ class Route:
     response: type[BaseModel] | None = None
     status: int = 200
     authenticated: bool = True
+    # A call of a signed-in person as such (no account chosen yet: sign-up, accepting an invitation, /v1/me); API
+    # keys are refused. Otherwise an authenticated call acts in one account, as a key or a member.
+    person_only: bool = False
     errors: tuple[int, ...] = field(default=())
     no_content: str | None = None  # when it may also answer 204 (no body): what that means
 
@@ -92,6 +95,34 @@ ROUTES: tuple[Route, ...] = (
     Route("create_portal_session", "POST", "/v1/billing/portal-session",
           "Manage billing: a Stripe Billing Portal session (owner only)", response=m.PortalSession,
           errors=(403, 409, 502)),
+    # people, members and keys
+    Route("get_me", "GET", "/v1/me",
+          "The signed-in person: their accounts (with roles) and the invitations waiting for their email",
+          response=m.Me, person_only=True),
+    Route("create_account", "POST", "/v1/accounts",
+          "Sign up: a signed-in person with no account creates one and becomes its OWNER (not entitled until it "
+          "pays)", body=m.CreateAccountRequest, response=m.AccountView, status=201, person_only=True,
+          errors=(403, 409)),
+    Route("list_members", "GET", "/v1/members", "The account's members and pending invitations (owner or viewer)",
+          response=m.MemberList, errors=(403,)),
+    Route("invite_member", "POST", "/v1/members",
+          "Invite a person by email with roles (owner only); they join by accepting", body=m.InviteMemberRequest,
+          response=m.InvitationView, status=201, errors=(403,)),
+    Route("accept_invitation", "POST", "/v1/members/accept",
+          "Join the account that invited your verified email", body=m.AcceptInvitationRequest,
+          response=m.MemberView, person_only=True, errors=(403, 404, 409)),
+    Route("update_member", "PATCH", "/v1/members/{member_id}", "Change a member's roles (owner only)",
+          body=m.UpdateMemberRequest, response=m.MemberView, errors=(403, 404, 409)),
+    Route("remove_member", "DELETE", "/v1/members/{member_id}",
+          "Remove a member, or withdraw an invitation (inv_ id) (owner only); never the last owner",
+          status=204, errors=(403, 404, 409)),
+    Route("create_key", "POST", "/v1/keys", "Create an API key (owner only); the answer shows its secret once",
+          body=m.CreateKeyRequest, response=m.ApiKeyCreated, status=201, errors=(403,)),
+    Route("list_keys", "GET", "/v1/keys", "The account's API keys, never their secrets (owner or viewer)",
+          response=m.KeyList, errors=(403,)),
+    Route("revoke_key", "DELETE", "/v1/keys/{key_id}",
+          "Revoke an API key at once (owner only); other instances stop accepting it within the key cache's TTL",
+          response=m.ApiKeyView, errors=(403, 404)),
     Route("stripe_webhook", "POST", "/v1/stripe/webhook",
           "Stripe's event deliveries, authenticated by the Stripe-Signature header (not an API key)",
           response=m.WebhookReceipt, authenticated=False, errors=(400, 413, 422, 503)),

@@ -1,15 +1,19 @@
-"""Account and API key administration (the admin command's use cases)."""
+"""Account and API key administration (the admin command's use cases), and the account as the API shows it."""
 
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from shared.adapters.firestore import Store, Writes
-from shared.domain.errors import NotFound
-from shared.domain.models import Account, ApiKey
+from shared.domain import billing
+from shared.domain import members as people
+from shared.domain.errors import NotFound, ValidationFailed
+from shared.domain.models import Account, AccountUsage, AccountView, ApiKey, PlanLimits
 from shared.domain.plans import catalog
-from shared.domain.state_machine import AGENT_ROLES, Role
+from shared.domain.state_machine import Role
+from shared.runtime.config import config
+from shared.services import keys
 from shared.services.auth import hash_key, new_key
 
 
@@ -53,13 +57,22 @@ def set_account(store: Store, account_id: str, *, plan: str | None = None, entit
     return get_account(store, account_id)
 
 
+def account_view(account: Account, at: datetime) -> dict:
+    """GET /v1/account's answer: plan, entitlement (and why), the plan's limits and current usage."""
+    standing = billing.standing(account, catalog(), at, timedelta(days=config().billing_grace_days))
+    view = AccountView(
+        id=account.id, name=account.name, plan=standing.plan_name, entitlement=standing.entitlement,
+        limits=PlanLimits(**standing.plan.limits()) if standing.plan else None,
+        usage=AccountUsage(active_workflows=account.active_workflows))
+    return view.model_dump(mode="json")
+
+
 def validate_roles(roles: list[str]) -> list[Role]:
-    parsed = [Role(r.strip().upper()) for r in roles if r.strip()]
-    allowed = AGENT_ROLES | {Role.OWNER}
-    bad = [r for r in parsed if r not in allowed]
-    if not parsed or bad:
-        raise ValueError(f"roles must be OWNER or agent roles {sorted(AGENT_ROLES)}; got {roles}")
-    return parsed
+    """The admin command's --roles: the same rule as the API's (OWNER and/or agent roles, or VIEWER alone)."""
+    try:
+        return people.check_roles([Role(r.strip().upper()) for r in roles if r.strip()])
+    except (ValueError, ValidationFailed) as exc:
+        raise ValueError(f"roles must be OWNER and/or agent roles, or VIEWER alone; got {roles}: {exc}") from exc
 
 
 def create_key(store: Store, account_id: str, roles: list[Role], *, name: str = "", env: str = "dev",
@@ -86,10 +99,4 @@ def list_keys(store: Store, account_id: str) -> list[ApiKey]:
 
 
 def revoke_key(store: Store, key_id: str) -> ApiKey:
-    snaps = store.query(store.api_keys(), filters=[("key_id", "==", key_id)], limit=1)
-    if not snaps:
-        raise NotFound(f"No key {key_id}.")
-    writes = Writes()
-    writes.update(snaps[0].reference, {"revoked": True, "revoked_at": _now()}, if_updated_at=snaps[0].update_time)
-    store.commit(writes)
-    return ApiKey.model_validate(store.get(snaps[0].reference).to_dict())
+    return keys.revoke_key(store, key_id)

@@ -26,17 +26,14 @@ from shared.domain.errors import (
 )
 from shared.domain.models import (
     Account,
-    AccountUsage,
-    AccountView,
     CheckoutSession,
     CheckoutSessionRequest,
-    PlanLimits,
     PortalSession,
     WebhookReceipt,
 )
 from shared.domain.plans import catalog
 from shared.runtime.config import config
-from shared.services import idempotency
+from shared.services import accounts, idempotency
 from shared.services.auth import Principal
 from shared.services.idempotency import IdempotencyRequest, Outcome
 
@@ -250,10 +247,4 @@ def create_portal_session(store: Store, principal: Principal) -> dict:
 
 
 def get_account(store: Store, principal: Principal) -> dict:
-    account = _load_account(store.get(store.account(principal.account_id)))
-    standing = billing.standing(account, catalog(), now(), grace_period())
-    view = AccountView(
-        id=account.id, name=account.name, plan=standing.plan_name, entitlement=standing.entitlement,
-        limits=PlanLimits(**standing.plan.limits()) if standing.plan else None,
-        usage=AccountUsage(active_workflows=account.active_workflows))
-    return view.model_dump(mode="json")
+    return accounts.account_view(_load_account(store.get(store.account(principal.account_id))), now())

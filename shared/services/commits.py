@@ -31,14 +31,19 @@ def commit_change(
     attempts: int,
     exhausted: str,
     first_read: dict[str, Snapshot] | None = None,
+    idem_ref: DocRef | None = None,
 ) -> Outcome:
     """Run `decide` on a fresh read until its commit lands (or replay the key's first response).
 
     `decide` may raise a `ProblemError` to refuse (nothing is written). `first_read`: documents the caller already
     read (e.g. found by a query), used instead of the first read when no Idempotency-Key needs checking.
-    `exhausted`: the 409 `version_conflict` detail when every attempt lost its race.
+    `exhausted`: the 409 `version_conflict` detail when every attempt lost its race. `idem_ref`: where the
+    Idempotency-Key record lives when not under `account_id` (a person's own requests, e.g. sign-up).
     """
-    idem_ref = store.idempotency(account_id, idem.key_hash) if idem else None
+    if idem is None:
+        idem_ref = None
+    elif idem_ref is None:
+        idem_ref = store.idempotency(account_id, idem.key_hash)
     all_refs = [*refs, *([idem_ref] if idem_ref else [])]
     for attempt in range(attempts):
         at = clock.now()

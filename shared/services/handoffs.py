@@ -109,7 +109,7 @@ def _try_claim(store: Store, principal: Principal, request: ClaimRequest, snap: 
                idem: IdempotencyRequest | None, idem_ref: DocRef | None, idem_snap: Snapshot | None,
                at: datetime) -> Outcome | None:
     handoff = Handoff.model_validate(snap.to_dict())
-    claimed = domain.claim(handoff, key_id=principal.key_id, agent_id=request.agent_id,
+    claimed = domain.claim(handoff, key_id=principal.actor, agent_id=request.agent_id,
                            lease_seconds=request.lease_seconds, now=at)
     if claimed is None:
         return None
@@ -156,7 +156,7 @@ def _change_handoff(store: Store, principal: Principal, workflow_id: str, handof
 def heartbeat_handoff(store: Store, principal: Principal, workflow_id: str, handoff_id: str,
                       request: HeartbeatRequest, idem: IdempotencyRequest | None) -> Outcome:
     def decide(handoff: Handoff, at: datetime) -> Handoff:
-        return domain.heartbeat(handoff, key_id=principal.key_id, agent_id=request.agent_id,
+        return domain.heartbeat(handoff, key_id=principal.actor, agent_id=request.agent_id,
                                 lease_seconds=request.lease_seconds, now=at)
 
     return _change_handoff(store, principal, workflow_id, handoff_id, idem, decide)
@@ -165,7 +165,7 @@ def heartbeat_handoff(store: Store, principal: Principal, workflow_id: str, hand
 def release_handoff(store: Store, principal: Principal, workflow_id: str, handoff_id: str,
                     request: ReleaseRequest, idem: IdempotencyRequest | None) -> Outcome:
     def decide(handoff: Handoff, _: datetime) -> Handoff:
-        return domain.release(handoff, key_id=principal.key_id, agent_id=request.agent_id,
+        return domain.release(handoff, key_id=principal.actor, agent_id=request.agent_id,
                               is_owner=principal.is_owner)
 
     return _change_handoff(store, principal, workflow_id, handoff_id, idem, decide)

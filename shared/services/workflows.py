@@ -61,7 +61,7 @@ def create_workflow(
     store: Store, principal: Principal, request: CreateWorkflowRequest, idem: IdempotencyRequest | None
 ) -> Outcome:
     if not principal.is_owner:
-        raise Forbidden("Only an OWNER key may create workflows.")
+        raise Forbidden("Only an OWNER may create workflows.")
     account_ref = store.account(principal.account_id)
 
     def decide(snaps: dict[str, Snapshot], at: datetime) -> tuple[dict, Writes]:
@@ -70,8 +70,8 @@ def create_workflow(
         # update-time precondition below makes the quota hold when creates race.
         billing.admit_workflow(account.to_dict() if account.exists else None, plans.catalog(), at,
                                config().billing_grace_days)
-        workflow, event = domain.create(request, account_id=principal.account_id, actor=principal.key_id, now=at,
-                                        plan=account.get("plan") or plans.DEV)
+        workflow, event = domain.create(request, account_id=principal.account_id, actor=principal.actor, now=at,
+                                        plan=account.get("plan") or plans.DEV, actor_email=principal.actor_email)
         handoffs = handoff_domain.on_create(workflow, event, at)  # the first role's work, in the same commit
         workflow = handoffs.workflow
         writes = Writes()
@@ -233,9 +233,10 @@ def transition_workflow(
     artifact_refs = {a: store.artifact(principal.account_id, workflow_id, a) for a in request.artifacts}
 
     def decide(workflow: Workflow, snaps: dict[str, Snapshot], at: datetime) -> tuple[Workflow, Event]:
-        moved, event = domain.transition(workflow, request.to, roles=principal.roles, actor=principal.key_id,
-                                         reason=request.reason, note=request.note, now=at)
-        handoff_domain.check_lease(workflow.current_handoff, key_id=principal.key_id, agent_id=request.agent_id,
+        moved, event = domain.transition(workflow, request.to, roles=principal.roles, actor=principal.actor,
+                                         reason=request.reason, note=request.note, now=at,
+                                         actor_email=principal.actor_email)
+        handoff_domain.check_lease(workflow.current_handoff, key_id=principal.actor, agent_id=request.agent_id,
                                    is_owner=principal.is_owner, now=at)
         if request.artifacts:
             found = {a: Artifact.model_validate(snap.to_dict()) if (snap := snaps.get(ref.path)) and snap.exists
@@ -253,13 +254,14 @@ def rollback_workflow(
     idem: IdempotencyRequest | None,
 ) -> Outcome:
     if not principal.is_owner:
-        raise Forbidden("Only an OWNER key may roll a workflow back.")
+        raise Forbidden("Only an OWNER may roll a workflow back.")
     target_ref = store.event(principal.account_id, workflow_id, request.to_version)
 
     def decide(workflow: Workflow, snaps: dict[str, Snapshot], at: datetime) -> tuple[Workflow, Event]:
         target = snaps.get(target_ref.path)
         event = Event.model_validate(target.to_dict()) if target is not None and target.exists else None
         return domain.rollback(workflow, event, to_version=request.to_version, reset_retries=request.reset_retries,
-                               actor=principal.key_id, reason=request.reason, now=at)
+                               actor=principal.actor, reason=request.reason, now=at,
+                               actor_email=principal.actor_email)
 
     return _change(store, principal, workflow_id, idem, decide, extra_refs=(target_ref,))
