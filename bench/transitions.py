@@ -5,7 +5,10 @@
    copy of the data in a second project: one `get_all` of the refs the service read, one batched commit of the very
    writes it committed, with the same `update_time` precondition. No validation, no models: what the two RPCs cost.
    The ratio service/floor (p50) says what the product adds (goal <= 1.2).
-3. HTTP level: HTTP_SAMPLES transitions through the local router over real HTTP (auth read included); p50/p99.
+3. HTTP level: HTTP_SAMPLES interleaved rounds through the local router over real HTTP, each a transition with the
+   key cache off and one with it on, each followed by the floor (one batched read of the key, the workflow and the
+   Idempotency-Key record, one commit of the same writes); p50/p99, the ratio of each to the floor, reads and
+   writes per transition and what a million cost at Firestore's list prices.
 4. Contention: WORKERS threads make CONTENDED transitions on one workflow, each a toggle that re-reads on a lost race
    (the product's write: batched read, decide, precondition commit); then the textbook `@firestore.transactional`
    read-modify-write of the same documents. The transactional run is bounded by TX_BUDGET_SECONDS (workers take no
@@ -173,29 +176,86 @@ def _uncontended(store: Any, floor_client: Any, owner: Any) -> None:
     print(f"  ratio service/floor at p50: {ratio:.2f}   (goal <= {GOAL}: {'met' if ratio <= GOAL else 'NOT met'})")
 
 
-def _http(store: Any, owner: Any, key: str) -> None:
-    from shared.adapters.firestore import use_store
+def _set_key_cache(seconds: float) -> None:
+    from shared.runtime.config import config
+
+    os.environ["QORCH_KEY_CACHE_SECONDS"] = str(seconds)
+    config.cache_clear()
+
+
+def _http(run_id: str) -> None:
+    """HTTP transitions through the router (auth included) against the floor, with the key cache off and on, in
+    interleaved rounds: each round makes one transition with the cache off and one with it on (alternating which
+    goes first), each followed by its floor, so drift on this shared machine hits all three alike. The floor is what
+    the issue names: one batched read of the key, the workflow and the Idempotency-Key record, and one commit of the
+    very writes the request committed, straight on the client."""
+    from google.cloud import firestore
+
+    from shared.adapters.firestore import Store, use_store
     from shared.domain.state_machine import State
+    from shared.runtime.config import config
+    from shared.services.auth import forget_all, hash_key
+    from tests.helpers import assert_event_log
     from tests.live import LiveServer
     from tools.router import create_app
 
+    store = Store(firestore.Client(project=f"bench-http-{run_id}"))
+    floor_client = firestore.Client(project=f"bench-http-floor-{run_id}")
+    owner, key = _tenant(store)
     wf = _new_workflow(store, owner)
+    _copy_project(store.client, floor_client)
+    key_path = store.api_key(hash_key(key)).path
+    previous = os.environ.get("QORCH_KEY_CACHE_SECONDS")
     use_store(store)
+    forget_all()
+    samples: dict[str, list[float]] = {"off": [], "on": [], "floor": []}
+    rpcs = {"off": Counter(), "on": Counter()}
+    documents = {"off": Counter(), "on": Counter()}
     state = State.DISCOVERY
-    samples: list[float] = []
     try:
         with contextlib.redirect_stdout(io.StringIO()), LiveServer(create_app()) as server:  # one log line each
-            for i in range(WARM_UP + HTTP_SAMPLES):
-                state = _other(state)
-                started = time.perf_counter()
-                r = server.request("POST", f"/v1/workflows/{wf}/transitions", key=key, body={"to": state.value})
-                took = time.perf_counter() - started
-                assert r.status == 200, r.body
-                if i >= WARM_UP:
-                    samples.append(took)
+            assert server.request("GET", "/v1/account", key=key).status == 200  # its hourly last-used write: now
+            with Recorder(store) as recorder:
+                for i in range(WARM_UP + HTTP_SAMPLES):
+                    for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                        _set_key_cache(0 if mode == "off" else 5)
+                        state = _other(state)
+                        rpcs_before, docs_before = Counter(store.rpcs), Counter(store.documents)
+                        started = time.perf_counter()
+                        r = server.request("POST", f"/v1/workflows/{wf}/transitions", key=key,
+                                           body={"to": state.value},
+                                           headers={"Idempotency-Key": uuid.uuid4().hex})
+                        took = time.perf_counter() - started
+                        assert r.status == 200, r.body
+                        spent, used = Counter(store.rpcs) - rpcs_before, Counter(store.documents) - docs_before
+                        floor_took = _floor(floor_client, [key_path, *recorder.read], recorder.ops)
+                        if i >= WARM_UP:
+                            samples[mode].append(took)
+                            samples["floor"].append(floor_took)
+                            rpcs[mode] += spent
+                            documents[mode] += used
     finally:
         use_store(None)
-    print(f"  HTTP transition via local router    {_p(samples)}   (a new connection each, auth read included)")
+        forget_all()
+        if previous is None:
+            os.environ.pop("QORCH_KEY_CACHE_SECONDS", None)
+        else:
+            os.environ["QORCH_KEY_CACHE_SECONDS"] = previous
+        config.cache_clear()
+    assert assert_event_log(store, owner.account_id, wf).version == 1 + 2 * (WARM_UP + HTTP_SAMPLES)
+    floor = statistics.median(samples["floor"])
+    n = HTTP_SAMPLES
+    print(f"  HTTP transition vs the floor, {n} interleaved rounds (a new connection each, Idempotency-Key sent)")
+    print(f"    floor (get_all of key+workflow+record, one commit) {_p(samples['floor'])}")
+    for mode, label in (("off", "key cache off (QORCH_KEY_CACHE_SECONDS=0)"), ("on", "key cache on (5 s)")):
+        ratio = statistics.median(samples[mode]) / floor
+        per = {k: v / n for k, v in rpcs[mode].items()}
+        reads, writes = documents[mode]["read"] / n, documents[mode]["written"] / n
+        cost = (reads * 0.06 + writes * 0.18) * 1_000_000 / 100_000
+        print(f"    {label:<42} {_p(samples[mode])}   ratio to the floor at p50: {ratio:.2f}")
+        print(f"      per transition: RPCs {', '.join(f'{k} {v:.2f}' for k, v in sorted(per.items()))}; "
+              f"documents read {reads:.2f}, written {writes:.2f}; a million transitions: ${cost:.2f} at Firestore "
+              "list prices (Step Functions Standard: $25.00)")
 
 
 # ---- 4: contention -----------------------------------------------------------------------------------------------
@@ -329,10 +389,10 @@ def _run() -> None:
     run_id = uuid.uuid4().hex[:8]
     store = Store(firestore.Client(project=f"bench-transitions-{run_id}"))
     floor_client = firestore.Client(project=f"bench-floor-{run_id}")
-    owner, key = _tenant(store)
+    owner, _ = _tenant(store)
     print("transition benchmark (Firestore emulator on this machine; wall-clock, for comparison between runs)")
     _uncontended(store, floor_client, owner)
-    _http(store, owner, key)
+    _http(run_id)
     _contention(store, owner)
 
 
