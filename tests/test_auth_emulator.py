@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.runtime.config import UnsafeConfiguration, config
+from shared.runtime.config import ConfigError, config
 from tools.authemulator import AuthEmulator
 from tools.emulator import MissingPrerequisite
 
@@ -106,7 +106,7 @@ def start(**env: str) -> subprocess.CompletedProcess:
 def test_production_refuses_to_start_with_the_auth_emulator_variable():
     refused = start(K_SERVICE="get_workflow", FIREBASE_AUTH_EMULATOR_HOST="127.0.0.1:9099")
     assert refused.returncode != 0 and "started" not in refused.stdout
-    assert "UnsafeConfiguration" in refused.stderr and "FIREBASE_AUTH_EMULATOR_HOST" in refused.stderr
+    assert "qorch cannot start" in refused.stderr and "FIREBASE_AUTH_EMULATOR_HOST" in refused.stderr
     # the same code starts in production without it, and locally with it
     assert start(K_SERVICE="get_workflow").stdout.strip() == "started"
     assert start(FIREBASE_AUTH_EMULATOR_HOST="127.0.0.1:9099").stdout.strip() == "started"
@@ -117,7 +117,7 @@ def test_production_configuration_is_refused_in_process_too(monkeypatch):
     monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9099")
     config.cache_clear()
     try:
-        with pytest.raises(UnsafeConfiguration):
+        with pytest.raises(ConfigError, match="FIREBASE_AUTH_EMULATOR_HOST is set on a deployed instance"):
             config()
     finally:
         monkeypatch.undo()

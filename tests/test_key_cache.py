@@ -15,7 +15,7 @@ from shared.runtime.config import config
 from shared.services import accounts, auth, members
 from shared.services.auth import hash_key
 from tests import firebase_support
-from tests.helpers import cold_instance, used
+from tests.helpers import cold_instance, ref, used
 
 firebase = firebase_support.firebase
 TTL = 5.0  # the default
@@ -75,7 +75,7 @@ def test_a_key_revoked_elsewhere_is_refused_once_the_ttl_has_passed(api, tenant,
     key, _ = accounts.create_key(api.store, tenant.account_id, [Role.OWNER], name="leaked")
     assert api.get("/v1/workflows", key).status == 200  # cached on this instance
     # another instance (or the operator's command, in its own process) revokes it: this instance is not told
-    api.store.api_key(hash_key(key)).update({"revoked": True})
+    ref(api.store, api.store.api_key(hash_key(key))).update({"revoked": True})
     clock.advance(30)
     assert api.get("/v1/workflows", key).status == 200, "within the TTL this instance still trusts its cache"
     clock.advance(31)
@@ -87,10 +87,10 @@ def test_a_key_revoked_elsewhere_is_refused_once_the_ttl_has_passed(api, tenant,
 def test_a_key_whose_roles_change_is_seen_with_its_new_roles_within_the_ttl(api, tenant, clock):
     key, _ = accounts.create_key(api.store, tenant.account_id, [Role.TESTER], name="promoted")
     assert api.post("/v1/workflows", {"title": "t"}, key).code == "forbidden"
-    api.store.api_key(hash_key(key)).update({"roles": ["OWNER"]})
+    ref(api.store, api.store.api_key(hash_key(key))).update({"roles": ["OWNER"]})
     clock.advance(TTL + 0.5)
     assert api.post("/v1/workflows", {"title": "t"}, key).status == 201
-    api.store.api_key(hash_key(key)).update({"roles": ["VIEWER"]})
+    ref(api.store, api.store.api_key(hash_key(key))).update({"roles": ["VIEWER"]})
     clock.advance(TTL + 0.5)
     assert api.post("/v1/workflows", {"title": "t"}, key).code == "forbidden"
 
@@ -168,7 +168,7 @@ def test_a_membership_changed_elsewhere_is_seen_once_the_ttl_has_passed(api, ten
     # removed by an owner whose call another instance served: this one is not told
     from shared.domain import members as people
 
-    api.store.person(people.person_id("ann")).update({"accounts": {}})
+    ref(api.store, api.store.person(people.person_id("ann"))).update({"accounts": {}})
     assert api.get("/v1/workflows", token).status == 200
     clock.advance(61)
     assert api.get("/v1/workflows", token).code == "forbidden"

@@ -11,7 +11,7 @@ from shared.domain.state_machine import Role
 from shared.services import members
 from shared.services.auth import hash_key
 from tests import firebase_support
-from tests.helpers import assert_refused, cold_instance, snapshot_all
+from tests.helpers import assert_refused, cold_instance, ref, snapshot_all
 
 firebase = firebase_support.firebase
 KEYS = "/v1/keys"
@@ -116,5 +116,5 @@ def test_a_refused_call_does_not_count_as_a_use(api, tenant):
     api.store.rpcs.clear()
     r = api.post("/v1/workflows", {"title": "t"}, secret["api_key"])
     assert r.code == "forbidden" and api.store.rpcs["commit"] == 0
-    stored = api.store.api_key(hash_key(secret["api_key"])).get().to_dict()
+    stored = ref(api.store, api.store.api_key(hash_key(secret["api_key"]))).get().to_dict()
     assert stored["last_used_at"] is None

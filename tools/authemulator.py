@@ -4,7 +4,7 @@ talk to it as a browser and an operator would (sign up, verify an email, sign in
 
 It runs offline under a `demo-` project (no Google project is touched). Its tokens are unsigned (`alg: none`);
 the API accepts them only while FIREBASE_AUTH_EMULATOR_HOST is set, which production refuses
-(`shared.runtime.config.refuse_unsafe_production`).
+(`shared.runtime.config.Settings`).
 """
 
 from __future__ import annotations

@@ -61,6 +61,14 @@ def bootstrap_dev_person(auth_emulator: AuthEmulator | None) -> str | None:
     return uid
 
 
+def allow_dashboard_origin(port: int) -> str:
+    """CORS: the dashboard served from this router's own address may call the API, besides QORCH_CORS_ORIGINS."""
+    own = [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+    given = [o.strip() for o in os.environ.get("QORCH_CORS_ORIGINS", "").split(",") if o.strip()]
+    os.environ["QORCH_CORS_ORIGINS"] = ",".join(dict.fromkeys([*given, *own]))
+    return os.environ["QORCH_CORS_ORIGINS"]
+
+
 def _stop_on_signal(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM/SIGHUP clean up exactly like Ctrl-C: the emulator must not outlive us
 
@@ -68,7 +76,15 @@ def _stop_on_signal(signum: int, frame: object) -> None:
 def main() -> int:
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGHUP, _stop_on_signal)
+    from shared.runtime.config import ConfigError, config
+
+    try:
+        config()  # a bad setting stops here, before anything is started, with the message the instance would give
+    except ConfigError as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 2
     port = int(os.environ.get("PORT", "8080"))
+    origins = allow_dashboard_origin(port)
     emulator = auth_emulator = s3 = None
     try:
         if not os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"):  # the slowest to start (20-50 s): first, in parallel
@@ -85,6 +101,9 @@ def main() -> int:
             from tools.locals3 import LocalS3
 
             s3 = LocalS3().start()
+        # The configuration once more, with what this command set (CORS origins, emulators): read once from here on.
+        config.cache_clear()
+        config()
         key = bootstrap_dev_account()
         if auth_emulator is not None:
             auth_emulator.wait()
@@ -102,13 +121,14 @@ def main() -> int:
             + (f"Dev person (OWNER of {DEV_ACCOUNT}): {DEV_PERSON['email']} / password {DEV_PERSON['password']} "
                f"(uid {person})\n" if person else "")
             + f"Owner API key (also in {KEY_FILE.relative_to(ROOT)}):\n  {key}\n"
+            f"CORS origins allowed: {origins}\n"
             f"Serving http://127.0.0.1:{port}/v1  (Ctrl-C stops everything)\n",
             flush=True,
         )
         from tools.router import create_app
 
         create_app().run(host="127.0.0.1", port=port, threaded=True)
-    except MissingPrerequisite as exc:
+    except (MissingPrerequisite, ConfigError) as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@
 
 Against the Firebase Auth emulator (FIREBASE_AUTH_EMULATOR_HOST set) tokens are unsigned (`alg: none`), so only the
 claims are checked, as firebase-admin does; production refuses to start with that variable set
-(`shared.runtime.config.refuse_unsafe_production`).
+(`shared.runtime.config.Settings`).
 
 Imported only when a token arrives (`shared.services.auth.verify_token`): its cost is measured by `make bench`.
 """

@@ -31,6 +31,14 @@ class Route:
     person_only: bool = False
     errors: tuple[int, ...] = field(default=())
     no_content: str | None = None  # when it may also answer 204 (no body): what that means
+    # A POST or PATCH honours Idempotency-Key (a repeat with the same key replays the first response) unless this
+    # says why it refuses one (then a request that sends it is 422, and nothing happens).
+    idempotency_key_refused: str | None = None
+
+    @property
+    def reads_idempotency_key(self) -> bool:
+        """The method is one whose repeats the Idempotency-Key header makes safe (it either honours or refuses it)."""
+        return self.method in ("POST", "PATCH")
 
     @cached_property
     def pattern(self) -> re.Pattern[str]:
@@ -65,7 +73,7 @@ ROUTES: tuple[Route, ...] = (
     # hand-offs and the agent work queue
     Route("claim_handoff", "POST", "/v1/handoffs/claim",
           "Claim the oldest hand-off waiting for the caller's roles, under a lease (long poll with wait_seconds)",
-          body=m.ClaimRequest, response=m.ClaimResult, errors=(403,), no_content="No work for these roles"),
+          body=m.ClaimRequest, response=m.ClaimResult, errors=(403, 409), no_content="No work for these roles"),
     Route("heartbeat_handoff", "POST", _WF + "/handoffs/{handoff_id}/heartbeat",
           "Extend the lease of the caller's claim", body=m.HeartbeatRequest, response=m.Handoff,
           errors=(404, 409)),
@@ -77,7 +85,7 @@ ROUTES: tuple[Route, ...] = (
     # artifacts
     Route("create_artifact", "POST", _WF + "/artifacts",
           "Declare an artifact and get a presigned PUT URL for its bytes (15 minutes)",
-          body=m.CreateArtifactRequest, response=m.ArtifactCreated, status=201, errors=(403, 404, 413)),
+          body=m.CreateArtifactRequest, response=m.ArtifactCreated, status=201, errors=(403, 404, 409, 413)),
     Route("complete_artifact", "POST", _WF + "/artifacts/{artifact_id}/complete",
           "Check the uploaded bytes (size, SHA-256) and make the artifact AVAILABLE", response=m.ArtifactDetail,
           errors=(404, 409, 422)),
@@ -94,7 +102,7 @@ ROUTES: tuple[Route, ...] = (
           body=m.CheckoutSessionRequest, response=m.CheckoutSession, errors=(403, 409, 502)),
     Route("create_portal_session", "POST", "/v1/billing/portal-session",
           "Manage billing: a Stripe Billing Portal session (owner only)", response=m.PortalSession,
-          errors=(403, 409, 502)),
+          errors=(403, 409, 422, 502)),
     # people, members and keys
     Route("get_me", "GET", "/v1/me",
           "The signed-in person: their accounts (with roles) and the invitations waiting for their email",
@@ -125,10 +133,20 @@ ROUTES: tuple[Route, ...] = (
           response=m.ApiKeyView, errors=(403, 404)),
     Route("stripe_webhook", "POST", "/v1/stripe/webhook",
           "Stripe's event deliveries, authenticated by the Stripe-Signature header (not an API key)",
-          response=m.WebhookReceipt, authenticated=False, errors=(400, 413, 422, 503)),
+          response=m.WebhookReceipt, authenticated=False, errors=(400, 409, 413, 422, 503),
+          idempotency_key_refused="Stripe's deliveries are made idempotent by their event id (a redelivery is "
+                                  "answered `duplicate`)"),
     Route("describe_state_machine", "GET", "/v1/state-machine", "The state machine table and its Mermaid diagram",
           authenticated=False),
     Route("get_openapi", "GET", "/v1/openapi.json", "This API's OpenAPI 3.1 document", authenticated=False),
 )
 
 BY_FUNCTION: dict[str, Route] = {r.function: r for r in ROUTES}
+
+
+def routes_for(path: str) -> list[Route]:
+    """The routes that serve the concrete path `path`: where a literal segment and a parameter both match
+    (/v1/members/accept and /v1/members/{member_id}), the literal one alone, as API Gateway matches paths."""
+    matching = [r for r in ROUTES if r.match(path) is not None]
+    fewest = min((len(r.params) for r in matching), default=0)
+    return [r for r in matching if len(r.params) == fewest]

@@ -1,10 +1,11 @@
 """The one auth check. `Authorization: Bearer <credential>` names one of two kinds of caller, told apart by shape:
 
-- an API key, `qo_<env>_<secret>` (a program): its document `api_keys/{sha256(secret)}`, read by the hash;
+- an API key, `qo_<env>_<secret>` (a program): its document, named by the SHA-256 of the secret (`Store.api_key`);
 - a Firebase ID token, a JWT (three dot-separated base64url parts: a person): verified completely by
   `shared.adapters.firebase_auth` (signature against Google's certificates, audience, issuer, times, subject), which
-  is imported only when a token arrives; then the person's document `people/{sha256(uid)}`, which lists the accounts
-  they belong to with their roles. A person in several accounts picks one with the `X-Qorch-Account` header.
+  is imported only when a token arrives; then the person's document (`Store.person`, named by the SHA-256 of their
+  uid), which lists the accounts they belong to with their roles. A person in several accounts picks one with the
+  `X-Qorch-Account` header.
 
 Either is one document read, and none on a warm instance: lookups that found a valid key or membership are cached
 per instance for `QORCH_KEY_CACHE_SECONDS` (a person's never beyond their token's expiry), keyed by the key's hash or
@@ -25,7 +26,7 @@ import string
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from shared.adapters.firestore import Store, WriteConflict, Writes
+from shared.adapters.firestore import Store, Writes
 from shared.domain import members as people
 from shared.domain.errors import Forbidden, Unauthenticated, Unavailable, ValidationFailed
 from shared.domain.models import ApiKey
@@ -34,6 +35,7 @@ from shared.domain.state_machine import Role
 from shared.runtime import clock
 from shared.runtime.cache import TtlLru
 from shared.runtime.config import config
+from shared.services import commits
 
 KEY_PATTERN = re.compile(r"^qo_[a-z0-9]{1,16}_[A-Za-z0-9]{32,128}$")
 # A JWT: header.payload.signature, base64url (the Auth emulator's unsigned tokens have an empty signature).
@@ -162,10 +164,10 @@ def _by_key(store: Store, key: str) -> Principal:
     key_hash = hash_key(key)
     if _ttl() and (cached := _keys.get(key_hash)) is not None:
         return cached
-    snap = store.get(store.api_key(key_hash))
-    if not snap.exists:
+    doc = store.get(store.api_key(key_hash))
+    if doc.data is None:
         raise Unauthenticated(_ASK)
-    record = ApiKey.model_validate(snap.to_dict())
+    record = ApiKey.model_validate(doc.data)
     if record.revoked:
         raise Unauthenticated(_ASK)
     principal = Principal(account_id=record.account_id, key_id=record.key_id, roles=frozenset(record.roles),
@@ -187,8 +189,9 @@ def note_use(store: Store, principal: Principal) -> None:
     writes = Writes()
     writes.update(store.api_key(principal.key_hash), {"last_used_at": at}, if_updated_at=None)
     try:
-        store.commit(writes)
-    except (WriteConflict, Unavailable):
+        if not commits.write_once(store, writes):  # the key was deleted meanwhile: nothing to note
+            return
+    except Unavailable:
         return
     _keys.replace(principal.key_hash, lambda p: replace(p, last_used_at=at))
 
@@ -221,10 +224,10 @@ def _by_membership(store: Store, person: Person, account: str | None) -> Princip
 
 def memberships(store: Store, uid: str) -> dict[str, list[Role]]:
     """The accounts a person belongs to, with their roles: one read of their person document."""
-    snap = store.get(store.person(people.person_id(uid)))
-    if not snap.exists:
+    doc = store.get(store.person(people.person_id(uid)))
+    if doc.data is None:
         return {}
-    record = PersonRecord.model_validate(snap.to_dict())
+    record = PersonRecord.model_validate(doc.data)
     return record.accounts if record.uid == uid else {}
 
 

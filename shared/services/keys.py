@@ -7,17 +7,14 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from shared.adapters.firestore import Snapshot, Store, Writes
+from shared.adapters.firestore import Doc, Key, Store, Writes
 from shared.domain import members as people
 from shared.domain.errors import Forbidden, NotFound
 from shared.domain.models import ApiKey, ApiKeyCreated, ApiKeyView, CreateKeyRequest, KeyList
 from shared.domain.state_machine import Role
 from shared.runtime.config import config
-from shared.services import auth
-from shared.services.commits import commit_change
+from shared.services import auth, commits
 from shared.services.idempotency import IdempotencyRequest, Outcome
-
-MAX_ATTEMPTS = 10
 
 
 def view(record: ApiKey) -> ApiKeyView:
@@ -43,18 +40,18 @@ def create_key(store: Store, principal: auth.Principal, request: CreateKeyReques
     require_owner(principal, "create API keys")
     roles = people.check_roles(request.roles)
     secret = auth.new_key(config().key_env)
-    ref = store.api_key(auth.hash_key(secret))
+    key = store.api_key(auth.hash_key(secret))
     key_id = "key_" + secrets.token_hex(8)
 
-    def decide(_: dict[str, Snapshot], at: datetime) -> tuple[dict, Writes]:
+    def decide(_: dict[Key, Doc], at: datetime) -> tuple[dict, Writes]:
         record = ApiKey(key_id=key_id, account_id=principal.account_id, roles=roles, name=request.name,
                         prefix=secret[:12], created_at=at, created_by=principal.actor)
         writes = Writes()
-        writes.create(ref, record.model_dump(mode="python"))
+        writes.create(key, record.model_dump(mode="python"))
         return ApiKeyCreated(**view(record).model_dump(), api_key=None).model_dump(mode="json"), writes
 
-    outcome = commit_change(store, principal.account_id, idem, [ref], decide, attempts=MAX_ATTEMPTS,
-                            exhausted="The key could not be created; retry.")
+    outcome = commits.change(store, principal.account_id, idem, [key], decide,
+                             busy="The key could not be created; retry.")
     if outcome.replayed:
         return outcome
     return Outcome(body={**outcome.body, "api_key": secret})
@@ -62,8 +59,8 @@ def create_key(store: Store, principal: auth.Principal, request: CreateKeyReques
 
 def list_keys(store: Store, principal: auth.Principal) -> dict:
     require_reader(principal)
-    snaps = store.query(store.api_keys(), filters=[("account_id", "==", principal.account_id)])
-    records = sorted((ApiKey.model_validate(s.to_dict()) for s in snaps), key=lambda k: (k.created_at, k.key_id))
+    docs = store.query(store.api_keys(), filters=[("account_id", "==", principal.account_id)])
+    records = sorted((ApiKey.model_validate(d.data) for d in docs), key=lambda k: (k.created_at, k.key_id))
     return KeyList(keys=[view(r) for r in records]).model_dump(mode="json")
 
 
@@ -79,21 +76,22 @@ def revoke_key(store: Store, key_id: str, *, account_id: str | None = None) -> A
     if not found or (account_id is not None and found[0].get("account_id") != account_id):
         raise NotFound("No API key with that id in this account.")
     seen = found[0]
-    ref = seen.reference
-    record = ApiKey.model_validate(seen.to_dict())
+    record = ApiKey.model_validate(seen.data)
     if not record.revoked:
-        revoked: list[ApiKey] = []
 
-        def decide(snaps: dict[str, Snapshot], at: datetime) -> tuple[dict, Writes]:
-            current = ApiKey.model_validate(snaps[ref.path].to_dict())
-            revoked[:] = [current.model_copy(update={"revoked": True, "revoked_at": current.revoked_at or at})]
+        def decide(docs: dict[Key, Doc], at: datetime) -> tuple[dict, Writes]:
+            doc = docs[seen.key]
+            if doc.data is None:  # deleted meanwhile (an operator): nothing left to revoke
+                raise NotFound("No API key with that id in this account.")
+            current = ApiKey.model_validate(doc.data)
             writes = Writes()
-            writes.update(ref, {"revoked": True, "revoked_at": revoked[0].revoked_at},
-                          if_updated_at=snaps[ref.path].update_time)
-            return {}, writes
+            if not current.revoked:  # revoked meanwhile: keep the first revocation's time
+                current = current.model_copy(update={"revoked": True, "revoked_at": at})
+                writes.update(seen.key, {"revoked": True, "revoked_at": at}, if_updated_at=doc.update_time)
+            return current.model_dump(mode="json"), writes
 
-        commit_change(store, record.account_id, None, [ref], decide, attempts=MAX_ATTEMPTS,
-                      exhausted="The key is changing too fast; retry.", first_read={ref.path: seen})
-        record = revoked[0]
+        outcome = commits.change(store, record.account_id, None, [seen.key], decide,
+                                 busy="The key is changing too fast; retry.", first_read={seen.key: seen})
+        record = ApiKey.model_validate(outcome.body)
     auth.forget_key(seen.id)
     return record
