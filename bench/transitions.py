@@ -5,10 +5,12 @@
    copy of the data in a second project: one `get_all` of the refs the service read, one batched commit of the very
    writes it committed, with the same `update_time` precondition. No validation, no models: what the two RPCs cost.
    The ratio service/floor (p50) says what the product adds (goal <= 1.2).
-3. HTTP level: HTTP_SAMPLES interleaved rounds through the local router over real HTTP, each a transition with the
-   key cache off and one with it on, each followed by the floor (one batched read of the key, the workflow and the
-   Idempotency-Key record, one commit of the same writes); p50/p99, the ratio of each to the floor, reads and
-   writes per transition and what a million cost at Firestore's list prices.
+3. HTTP level: HTTP_SAMPLES interleaved rounds over real HTTP, each with the key cache off and on: through the local
+   router in this process (werkzeug's development server, as `make run`), each followed by the floor (one batched
+   read of the key, the workflow and the Idempotency-Key record, one commit of the same writes); and through the same
+   router served as Cloud Functions serves it (functions-framework's gunicorn, in its own process), on a new
+   connection and on a reused one. p50/p99, the ratio of each to the floor, reads and writes per transition and what
+   a million cost at Firestore's list prices.
 4. Contention: WORKERS threads make CONTENDED transitions on one workflow, each a toggle that re-reads on a lost race
    (the product's write: batched read, decide, precondition commit); then the textbook `@firestore.transactional`
    read-modify-write of the same documents. The transactional run is bounded by TX_BUDGET_SECONDS (workers take no
@@ -113,13 +115,14 @@ class Recorder:
     def __enter__(self) -> Recorder:
         get_many, commit = self.store.get_many, self.store.commit
 
-        def recording_get_many(refs: list) -> Any:
-            self.read = [r.path for r in refs]
-            return get_many(refs)
+        def recording_get_many(keys: Any) -> Any:
+            keys = list(keys)
+            self.read = [k.path for k in keys]
+            return get_many(keys)
 
         def recording_commit(writes: Any) -> None:
             commit(writes)
-            self.ops = [(op, ref.path, data, when is not None) for op, ref, data, when in writes.ops]
+            self.ops = [(op, key.path, data, when is not None) for op, key, data, when in writes.ops]
 
         self.store.get_many, self.store.commit = recording_get_many, recording_commit
         return self
@@ -183,12 +186,87 @@ def _set_key_cache(seconds: float) -> None:
     config.cache_clear()
 
 
+CACHE_SECONDS = {"off": 0, "on": 5}
+
+
+class ProductionServer:
+    """The router in a process of its own, served as Cloud Functions serves a function (functions-framework's
+    production server: gunicorn; bench/_serve.py), against the same emulator and project, with the key cache as
+    given; a client on a new connection per request, or on one connection it keeps (as SDKs and agents do)."""
+
+    def __init__(self, project: str, cache_seconds: float) -> None:
+        import socket
+        import subprocess
+        import sys
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        env = {**os.environ, "GOOGLE_CLOUD_PROJECT": project, "QORCH_KEY_CACHE_SECONDS": str(cache_seconds)}
+        self.process = subprocess.Popen([sys.executable, "-m", "bench._serve", str(self.port)], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.kept: Any = None
+        deadline = time.monotonic() + 120
+        while True:  # ready when it answers
+            try:
+                if self.request("GET", "/v1/state-machine", {}, None, reuse=False)[0] == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError("the production server (bench/_serve.py) did not start")
+            time.sleep(0.2)
+
+    def request(self, method: str, path: str, headers: dict[str, str], body: Any, *, reuse: bool) -> tuple[int, Any]:
+        import http.client
+        import json
+
+        data = json.dumps(body).encode() if body is not None else None
+        if reuse and self.kept is not None:
+            try:
+                return self._exchange(self.kept, method, path, headers, data)
+            except (http.client.RemoteDisconnected, ConnectionError):
+                # Closed by the server while idle (gunicorn keeps an idle connection 2 s; a round takes a fraction
+                # of that): the request never reached it, so it is sent again on a new connection (Idempotency-Key).
+                self.kept.close()
+                self.kept = None
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        if reuse:
+            self.kept = conn
+            return self._exchange(conn, method, path, headers, data)
+        try:
+            return self._exchange(conn, method, path, headers, data)
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _exchange(conn: Any, method: str, path: str, headers: dict[str, str], data: bytes | None) -> tuple[int, Any]:
+        import json
+
+        conn.request(method, path, body=data, headers={**headers, "Content-Type": "application/json"})
+        r = conn.getresponse()
+        text = r.read()
+        return r.status, json.loads(text) if text else None
+
+    def stop(self) -> None:
+        if self.kept is not None:
+            self.kept.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except Exception:
+            self.process.kill()
+
+
 def _http(run_id: str) -> None:
-    """HTTP transitions through the router (auth included) against the floor, with the key cache off and on, in
-    interleaved rounds: each round makes one transition with the cache off and one with it on (alternating which
-    goes first), each followed by its floor, so drift on this shared machine hits all three alike. The floor is what
-    the issue names: one batched read of the key, the workflow and the Idempotency-Key record, and one commit of the
-    very writes the request committed, straight on the client."""
+    """HTTP transitions against the floor, with the key cache off and on, in interleaved rounds so drift on this
+    shared machine hits every kind alike. A round makes six transitions, in an order that rotates from round to
+    round: through `make run`'s router in this process (werkzeug's development server, a new connection each: it
+    closes every connection), cache off and on, each followed by its floor; and through the same router served as in
+    production (functions-framework's gunicorn, its own process), cache off and on, on a new connection and on a
+    reused one. The floor is what the issue names: one batched read of the key, the workflow and the
+    Idempotency-Key record, and one commit of the very writes the request committed, straight on the client."""
     from google.cloud import firestore
 
     from shared.adapters.firestore import Store, use_store
@@ -199,42 +277,62 @@ def _http(run_id: str) -> None:
     from tests.live import LiveServer
     from tools.router import create_app
 
-    store = Store(firestore.Client(project=f"bench-http-{run_id}"))
+    project = f"bench-http-{run_id}"
+    store = Store(firestore.Client(project=project))
     floor_client = firestore.Client(project=f"bench-http-floor-{run_id}")
     owner, key = _tenant(store)
     wf = _new_workflow(store, owner)
     _copy_project(store.client, floor_client)
     key_path = store.api_key(hash_key(key)).path
     previous = os.environ.get("QORCH_KEY_CACHE_SECONDS")
+    production = {mode: ProductionServer(project, seconds) for mode, seconds in CACHE_SECONDS.items()}
     use_store(store)
     forget_all()
-    samples: dict[str, list[float]] = {"off": [], "on": [], "floor": []}
+    kinds = ["dev-off", "dev-on", "prod-off", "prod-on", "kept-off", "kept-on"]
+    samples: dict[str, list[float]] = {kind: [] for kind in [*kinds, "floor"]}
     rpcs = {"off": Counter(), "on": Counter()}
     documents = {"off": Counter(), "on": Counter()}
     state = State.DISCOVERY
+    transitions = 0
+    path = f"/v1/workflows/{wf}/transitions"
     try:
         with contextlib.redirect_stdout(io.StringIO()), LiveServer(create_app()) as server:  # one log line each
             assert server.request("GET", "/v1/account", key=key).status == 200  # its hourly last-used write: now
             with Recorder(store) as recorder:
                 for i in range(WARM_UP + HTTP_SAMPLES):
-                    for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):
-                        _set_key_cache(0 if mode == "off" else 5)
+                    for kind in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
+                        where, mode = kind.split("-")
                         state = _other(state)
-                        rpcs_before, docs_before = Counter(store.rpcs), Counter(store.documents)
-                        started = time.perf_counter()
-                        r = server.request("POST", f"/v1/workflows/{wf}/transitions", key=key,
-                                           body={"to": state.value},
-                                           headers={"Idempotency-Key": uuid.uuid4().hex})
-                        took = time.perf_counter() - started
-                        assert r.status == 200, r.body
-                        spent, used = Counter(store.rpcs) - rpcs_before, Counter(store.documents) - docs_before
-                        floor_took = _floor(floor_client, [key_path, *recorder.read], recorder.ops)
+                        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex}
+                        if where == "dev":
+                            _set_key_cache(CACHE_SECONDS[mode])
+                            rpcs_before, docs_before = Counter(store.rpcs), Counter(store.documents)
+                            started = time.perf_counter()
+                            r = server.request("POST", path, key=key, body={"to": state.value},
+                                               headers={"Idempotency-Key": headers["Idempotency-Key"]})
+                            took = time.perf_counter() - started
+                            assert r.status == 200, r.body
+                            spent, used = Counter(store.rpcs) - rpcs_before, Counter(store.documents) - docs_before
+                            floor_took = _floor(floor_client, [key_path, *recorder.read], recorder.ops)
+                        else:
+                            reuse = where == "kept"
+                            if reuse and production[mode].kept is None:  # connect outside the timed request
+                                production[mode].request("GET", "/v1/state-machine", {}, None, reuse=True)
+                            started = time.perf_counter()
+                            status, body = production[mode].request("POST", path, headers, {"to": state.value},
+                                                                    reuse=reuse)
+                            took = time.perf_counter() - started
+                            assert status == 200, body
+                        transitions += 1
                         if i >= WARM_UP:
-                            samples[mode].append(took)
-                            samples["floor"].append(floor_took)
-                            rpcs[mode] += spent
-                            documents[mode] += used
+                            samples[kind].append(took)
+                            if where == "dev":
+                                samples["floor"].append(floor_took)
+                                rpcs[mode] += spent
+                                documents[mode] += used
     finally:
+        for server_process in production.values():
+            server_process.stop()
         use_store(None)
         forget_all()
         if previous is None:
@@ -242,20 +340,29 @@ def _http(run_id: str) -> None:
         else:
             os.environ["QORCH_KEY_CACHE_SECONDS"] = previous
         config.cache_clear()
-    assert assert_event_log(store, owner.account_id, wf).version == 1 + 2 * (WARM_UP + HTTP_SAMPLES)
+    assert assert_event_log(store, owner.account_id, wf).version == 1 + transitions
     floor = statistics.median(samples["floor"])
     n = HTTP_SAMPLES
-    print(f"  HTTP transition vs the floor, {n} interleaved rounds (a new connection each, Idempotency-Key sent)")
+    print(f"  HTTP transition vs the floor, {n} interleaved rounds of six transitions (Idempotency-Key sent)")
     print(f"    floor (get_all of key+workflow+record, one commit) {_p(samples['floor'])}")
-    for mode, label in (("off", "key cache off (QORCH_KEY_CACHE_SECONDS=0)"), ("on", "key cache on (5 s)")):
-        ratio = statistics.median(samples[mode]) / floor
+    labels = {"dev": "make run's router (werkzeug dev server), new connection",
+              "prod": "production server (functions-framework/gunicorn), new connection",
+              "kept": "production server, reused connection"}
+    for where, label in labels.items():
+        print(f"    {label}")
+        for mode in CACHE_SECONDS:
+            took = samples[f"{where}-{mode}"]
+            ratio = statistics.median(took) / floor
+            print(f"      key cache {mode:<3} ({CACHE_SECONDS[mode]} s) {_p(took)}   ratio to the floor at p50: "
+                  f"{ratio:.2f}")
+    for mode in CACHE_SECONDS:
         per = {k: v / n for k, v in rpcs[mode].items()}
         reads, writes = documents[mode]["read"] / n, documents[mode]["written"] / n
         cost = (reads * 0.06 + writes * 0.18) * 1_000_000 / 100_000
-        print(f"    {label:<42} {_p(samples[mode])}   ratio to the floor at p50: {ratio:.2f}")
-        print(f"      per transition: RPCs {', '.join(f'{k} {v:.2f}' for k, v in sorted(per.items()))}; "
-              f"documents read {reads:.2f}, written {writes:.2f}; a million transitions: ${cost:.2f} at Firestore "
-              "list prices (Step Functions Standard: $25.00)")
+        print(f"    key cache {mode}, per transition (counted in this process): RPCs "
+              f"{', '.join(f'{k} {v:.2f}' for k, v in sorted(per.items()))}; documents read {reads:.2f}, written "
+              f"{writes:.2f}; a million transitions: ${cost:.2f} at Firestore list prices (Step Functions Standard: "
+              "$25.00)")
 
 
 # ---- 4: contention -----------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 - a non-empty `sub` (the uid; Firebase allows at most 128 characters).
 
 Against the Firebase Auth emulator (FIREBASE_AUTH_EMULATOR_HOST set) tokens are unsigned (`alg: none`), so only the
-claims are checked, as firebase-admin does; production refuses to start with that variable set
+claims are checked, as firebase-admin does; a deployed instance refuses to start with that variable set
 (`shared.runtime.config.Settings`).
 
 Imported only when a token arrives (`shared.services.auth.verify_token`): its cost is measured by `make bench`.
