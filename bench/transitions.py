@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import statistics
 import threading
@@ -202,9 +203,12 @@ class ProductionServer:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
+        import tempfile
+
         env = {**os.environ, "GOOGLE_CLOUD_PROJECT": project, "QORCH_KEY_CACHE_SECONDS": str(cache_seconds)}
+        self.log = tempfile.TemporaryFile(mode="w+")  # its request log lines: each says the endpoint's own latency
         self.process = subprocess.Popen([sys.executable, "-m", "bench._serve", str(self.port)], env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                        stdout=self.log, stderr=subprocess.DEVNULL)
         self.kept: Any = None
         deadline = time.monotonic() + 120
         while True:  # ready when it answers
@@ -232,13 +236,16 @@ class ProductionServer:
                 self.kept.close()
                 self.kept = None
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        if reuse:
-            self.kept = conn
-            return self._exchange(conn, method, path, headers, data)
         try:
-            return self._exchange(conn, method, path, headers, data)
-        finally:
+            answer = self._exchange(conn, method, path, headers, data)
+        except BaseException:
             conn.close()
+            raise
+        if reuse:
+            self.kept = conn  # kept open for the next request
+        else:
+            conn.close()
+        return answer
 
     @staticmethod
     def _exchange(conn: Any, method: str, path: str, headers: dict[str, str], data: bytes | None) -> tuple[int, Any]:
@@ -257,6 +264,16 @@ class ProductionServer:
             self.process.wait(timeout=30)
         except Exception:
             self.process.kill()
+
+    def transition_latencies(self) -> list[float]:
+        """The endpoint's own `latency_ms` of each transition it served, in order (from its log lines), in s."""
+        self.log.seek(0)
+        return _transition_latencies(self.log.read())
+
+
+def _transition_latencies(log: str) -> list[float]:
+    lines = (json.loads(line) for line in log.splitlines() if line.startswith("{"))
+    return [line["latency_ms"] / 1000 for line in lines if line.get("function") == "transition_workflow"]
 
 
 def _http(run_id: str) -> None:
@@ -290,13 +307,18 @@ def _http(run_id: str) -> None:
     forget_all()
     kinds = ["dev-off", "dev-on", "prod-off", "prod-on", "kept-off", "kept-on"]
     samples: dict[str, list[float]] = {kind: [] for kind in [*kinds, "floor"]}
+    # The endpoint's own time (from entry to its answer: auth, parsing, the service with its two round trips, JSON),
+    # as its log line says: what is left of a sample is the HTTP server, functions-framework, Flask and the client.
+    endpoint: dict[str, list[float]] = {kind: [] for kind in kinds}
+    sent: dict[str, list[str]] = {mode: [] for mode in CACHE_SECONDS}  # the kinds each production server served
+    log = io.StringIO()
     rpcs = {"off": Counter(), "on": Counter()}
     documents = {"off": Counter(), "on": Counter()}
     state = State.DISCOVERY
     transitions = 0
     path = f"/v1/workflows/{wf}/transitions"
     try:
-        with contextlib.redirect_stdout(io.StringIO()), LiveServer(create_app()) as server:  # one log line each
+        with contextlib.redirect_stdout(log), LiveServer(create_app()) as server:  # one log line each
             assert server.request("GET", "/v1/account", key=key).status == 200  # its hourly last-used write: now
             with Recorder(store) as recorder:
                 for i in range(WARM_UP + HTTP_SAMPLES):
@@ -314,6 +336,9 @@ def _http(run_id: str) -> None:
                             assert r.status == 200, r.body
                             spent, used = Counter(store.rpcs) - rpcs_before, Counter(store.documents) - docs_before
                             floor_took = _floor(floor_client, [key_path, *recorder.read], recorder.ops)
+                            [own] = _transition_latencies(log.getvalue())
+                            log.seek(0)
+                            log.truncate()
                         else:
                             reuse = where == "kept"
                             if reuse and production[mode].kept is None:  # connect outside the timed request
@@ -323,16 +348,21 @@ def _http(run_id: str) -> None:
                                                                     reuse=reuse)
                             took = time.perf_counter() - started
                             assert status == 200, body
+                            sent[mode].append(kind if i >= WARM_UP else "")
                         transitions += 1
                         if i >= WARM_UP:
                             samples[kind].append(took)
                             if where == "dev":
+                                endpoint[kind].append(own)
                                 samples["floor"].append(floor_took)
                                 rpcs[mode] += spent
                                 documents[mode] += used
     finally:
-        for server_process in production.values():
+        for mode, server_process in production.items():
             server_process.stop()
+            for kind, own in zip(sent[mode], server_process.transition_latencies(), strict=True):
+                if kind:
+                    endpoint[kind].append(own)
         use_store(None)
         forget_all()
         if previous is None:
@@ -351,10 +381,14 @@ def _http(run_id: str) -> None:
     for where, label in labels.items():
         print(f"    {label}")
         for mode in CACHE_SECONDS:
-            took = samples[f"{where}-{mode}"]
+            took, own = samples[f"{where}-{mode}"], endpoint[f"{where}-{mode}"]
             ratio = statistics.median(took) / floor
             print(f"      key cache {mode:<3} ({CACHE_SECONDS[mode]} s) {_p(took)}   ratio to the floor at p50: "
                   f"{ratio:.2f}")
+            print(f"        of which the endpoint itself (its log line's latency_ms): p50 "
+                  f"{1000 * statistics.median(own):6.2f} ms, {statistics.median(own) / floor:.2f}x the floor; "
+                  f"the rest (HTTP server, functions-framework, Flask, client) "
+                  f"{1000 * (statistics.median(took) - statistics.median(own)):.2f} ms")
     for mode in CACHE_SECONDS:
         per = {k: v / n for k, v in rpcs[mode].items()}
         reads, writes = documents[mode]["read"] / n, documents[mode]["written"] / n
