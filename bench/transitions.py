@@ -6,11 +6,11 @@
    writes it committed, with the same `update_time` precondition. No validation, no models: what the two RPCs cost.
    The ratio service/floor (p50) says what the product adds (goal <= 1.2).
 3. HTTP level: HTTP_SAMPLES interleaved rounds over real HTTP, each with the key cache off and on: through the local
-   router in this process (werkzeug's development server, as `make run`), each followed by the floor (one batched
-   read of the key, the workflow and the Idempotency-Key record, one commit of the same writes); and through the same
-   router served as Cloud Functions serves it (functions-framework's gunicorn, in its own process), on a new
-   connection and on a reused one. p50/p99, the ratio of each to the floor, reads and writes per transition and what
-   a million cost at Firestore's list prices.
+   router in this process (werkzeug's development server, as the tests serve it), each followed by the floor (one
+   batched read of the key, the workflow and the Idempotency-Key record, one commit of the same writes); and through
+   the router as `make run` serves it (functions-framework's production server, as Cloud Functions does, in its own
+   process), on a new connection and on a reused one. p50/p99, the ratio of each to the floor, how much of it is the
+   endpoint itself, reads and writes per transition and what a million cost at Firestore's list prices.
 4. Contention: WORKERS threads make CONTENDED transitions on one workflow, each a toggle that re-reads on a lost race
    (the product's write: batched read, decide, precondition commit); then the textbook `@firestore.transactional`
    read-modify-write of the same documents. The transactional run is bounded by TX_BUDGET_SECONDS (workers take no
@@ -191,14 +191,16 @@ CACHE_SECONDS = {"off": 0, "on": 5}
 
 
 class ProductionServer:
-    """The router in a process of its own, served as Cloud Functions serves a function (functions-framework's
-    production server: gunicorn; bench/_serve.py), against the same emulator and project, with the key cache as
-    given; a client on a new connection per request, or on one connection it keeps (as SDKs and agents do)."""
+    """The router as `make run` serves it, in a process of its own: functions-framework's production server
+    (gunicorn), as Cloud Functions serves a function (tools/serve.py), against the same emulator and project, with
+    the key cache as given; a client on a new connection per request, or on one connection it keeps (as SDKs and
+    agents do)."""
 
     def __init__(self, project: str, cache_seconds: float) -> None:
         import socket
         import subprocess
-        import sys
+
+        from tools import serve
 
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -207,8 +209,7 @@ class ProductionServer:
 
         env = {**os.environ, "GOOGLE_CLOUD_PROJECT": project, "QORCH_KEY_CACHE_SECONDS": str(cache_seconds)}
         self.log = tempfile.TemporaryFile(mode="w+")  # its request log lines: each says the endpoint's own latency
-        self.process = subprocess.Popen([sys.executable, "-m", "bench._serve", str(self.port)], env=env,
-                                        stdout=self.log, stderr=subprocess.DEVNULL)
+        self.process = serve.start(self.port, env, stdout=self.log, stderr=subprocess.DEVNULL)
         self.kept: Any = None
         deadline = time.monotonic() + 120
         while True:  # ready when it answers
@@ -219,7 +220,7 @@ class ProductionServer:
                 pass
             if time.monotonic() > deadline or self.process.poll() is not None:
                 self.stop()
-                raise RuntimeError("the production server (bench/_serve.py) did not start")
+                raise RuntimeError("the production server (tools/serve.py) did not start")
             time.sleep(0.2)
 
     def request(self, method: str, path: str, headers: dict[str, str], body: Any, *, reuse: bool) -> tuple[int, Any]:
@@ -279,9 +280,10 @@ def _transition_latencies(log: str) -> list[float]:
 def _http(run_id: str) -> None:
     """HTTP transitions against the floor, with the key cache off and on, in interleaved rounds so drift on this
     shared machine hits every kind alike. A round makes six transitions, in an order that rotates from round to
-    round: through `make run`'s router in this process (werkzeug's development server, a new connection each: it
-    closes every connection), cache off and on, each followed by its floor; and through the same router served as in
-    production (functions-framework's gunicorn, its own process), cache off and on, on a new connection and on a
+    round: through the router in this process (werkzeug's development server, as the tests serve it: a new thread
+    and connection each, it closes every connection), cache off and on, each followed by its floor (the requests'
+    RPCs and documents are counted here); and through the router as `make run` serves it (functions-framework's
+    production server, as Cloud Functions does; its own process), cache off and on, on a new connection and on a
     reused one. The floor is what the issue names: one batched read of the key, the workflow and the
     Idempotency-Key record, and one commit of the very writes the request committed, straight on the client."""
     from google.cloud import firestore
@@ -375,9 +377,9 @@ def _http(run_id: str) -> None:
     n = HTTP_SAMPLES
     print(f"  HTTP transition vs the floor, {n} interleaved rounds of six transitions (Idempotency-Key sent)")
     print(f"    floor (get_all of key+workflow+record, one commit) {_p(samples['floor'])}")
-    labels = {"dev": "make run's router (werkzeug dev server), new connection",
-              "prod": "production server (functions-framework/gunicorn), new connection",
-              "kept": "production server, reused connection"}
+    labels = {"dev": "the router in this process (werkzeug's development server, the tests'), new connection",
+              "prod": "make run's router (functions-framework's production server, tools/serve.py), new connection",
+              "kept": "make run's router, reused connection (as SDKs and agents keep theirs)"}
     for where, label in labels.items():
         print(f"    {label}")
         for mode in CACHE_SECONDS:

@@ -3,7 +3,8 @@
 Starts the Firestore emulator on a free port (unless FIRESTORE_EMULATOR_HOST is set) and the Firebase Auth emulator
 (unless FIREBASE_AUTH_EMULATOR_HOST is set; project `demo-qorch`), makes sure the dev account (plan `dev`, entitled),
 its owner key (kept in .qorch/dev-api-key, so it survives restarts) and a dev person who owns it exist, and serves
-every HTTP function under its /v1 path on http://127.0.0.1:${PORT:-8080}. Ctrl-C stops all of it.
+every HTTP function under its /v1 path on http://127.0.0.1:${PORT:-8080}, with functions-framework's production
+server as Cloud Functions does (tools/serve.py). Ctrl-C stops all of it.
 """
 
 from __future__ import annotations
@@ -125,9 +126,18 @@ def main() -> int:
             f"Serving http://127.0.0.1:{port}/v1  (Ctrl-C stops everything)\n",
             flush=True,
         )
-        from tools.router import create_app
+        from tools import serve
 
-        create_app().run(host="127.0.0.1", port=port, threaded=True)
+        server = serve.start(port)
+        try:
+            if server.wait() != 0:
+                print(f"\nThe server stopped (exit status {server.returncode}); is port {port} taken?",
+                      file=sys.stderr)
+                return 2
+        finally:
+            if server.poll() is None:
+                server.terminate()
+                server.wait(timeout=30)
     except (MissingPrerequisite, ConfigError) as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 2
