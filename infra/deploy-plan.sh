@@ -17,7 +17,7 @@ PLAN_ENVIRONMENT=(QORCH_S3_BUCKET QORCH_S3_REGION QORCH_S3_ENDPOINT_URL QORCH_S3
 # Functions: name, trigger (http | topic:TOPIC), memory MB, cpu, timeout s, concurrency, min and max
 # instances, then the secrets (ENV=secret) it may read. Everything else about a function is in
 # deploy_function (infra/deploy.sh).
-PLAN_FUNCTIONS=(create_workflow list_workflows get_workflow transition_workflow rollback_workflow list_workflow_events claim_handoff heartbeat_handoff release_handoff list_handoffs create_artifact complete_artifact get_artifact list_artifacts get_account create_checkout_session create_portal_session stripe_webhook describe_state_machine get_openapi cleanup)
+PLAN_FUNCTIONS=(create_workflow list_workflows get_workflow transition_workflow rollback_workflow list_workflow_events get_workflow_context claim_handoff heartbeat_handoff release_handoff list_handoffs create_artifact complete_artifact get_artifact list_artifacts get_account create_checkout_session create_portal_session stripe_webhook describe_state_machine get_openapi list_agent_tools cleanup)
 plan_function() {
   case "$1" in
     create_workflow)  # POST /v1/workflows
@@ -32,6 +32,8 @@ plan_function() {
       deploy_function rollback_workflow http 512 1 60 40 0 20 '' ;;
     list_workflow_events)  # GET /v1/workflows/{workflow_id}/events
       deploy_function list_workflow_events http 512 1 60 40 0 20 '' ;;
+    get_workflow_context)  # GET /v1/workflows/{workflow_id}/context
+      deploy_function get_workflow_context http 512 1 60 40 0 20 'QORCH_S3_ACCESS_KEY_ID=qorch-s3-access-key-id:latest,QORCH_S3_SECRET_ACCESS_KEY=qorch-s3-secret-access-key:latest' ;;
     claim_handoff)  # POST /v1/handoffs/claim
       deploy_function claim_handoff http 512 1 60 80 0 40 '' ;;
     heartbeat_handoff)  # POST /v1/workflows/{workflow_id}/handoffs/{handoff_id}/heartbeat
@@ -60,6 +62,8 @@ plan_function() {
       deploy_function describe_state_machine http 512 1 60 40 0 20 '' ;;
     get_openapi)  # GET /v1/openapi.json
       deploy_function get_openapi http 512 1 60 40 0 20 '' ;;
+    list_agent_tools)  # GET /v1/agent-tools
+      deploy_function list_agent_tools http 512 1 60 40 0 20 '' ;;
     cleanup)  # schedule */15 * * * *
       deploy_function cleanup topic:qorch-cleanup 512 1 300 1 0 1 'QORCH_S3_ACCESS_KEY_ID=qorch-s3-access-key-id:latest,QORCH_S3_SECRET_ACCESS_KEY=qorch-s3-secret-access-key:latest' ;;
     *) echo "no function named $1 (see PLAN_FUNCTIONS)" >&2; return 2 ;;

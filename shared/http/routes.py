@@ -9,6 +9,8 @@ from functools import cached_property
 
 from pydantic import BaseModel
 
+from shared.domain import agent_tools
+from shared.domain import context as agent_context
 from shared.domain import models as m
 
 # Ids the product hands out are [A-Za-z0-9_-]; anything else cannot name a document, so it is simply not found.
@@ -59,6 +61,10 @@ ROUTES: tuple[Route, ...] = (
           body=m.RollbackRequest, response=m.ChangeResult, errors=(403, 404, 409)),
     Route("list_workflow_events", "GET", _WF + "/events", "The workflow's audit log, oldest first",
           query=m.PageQuery, response=m.EventPage, errors=(404,)),
+    Route("get_workflow_context", "GET", _WF + "/context",
+          "Everything an agent needs for the current step: instructions, task, hand-off, artifacts with download "
+          "URLs, history, allowed transitions and tools (the owner, or a key holding the workflow's role)",
+          query=agent_context.ContextQuery, response=agent_context.AgentContext, errors=(403, 404)),
     # hand-offs and the agent work queue
     Route("claim_handoff", "POST", "/v1/handoffs/claim",
           "Claim the oldest hand-off waiting for the caller's roles, under a lease (long poll with wait_seconds)",
@@ -98,6 +104,9 @@ ROUTES: tuple[Route, ...] = (
     Route("describe_state_machine", "GET", "/v1/state-machine", "The state machine table and its Mermaid diagram",
           authenticated=False),
     Route("get_openapi", "GET", "/v1/openapi.json", "This API's OpenAPI 3.1 document", authenticated=False),
+    Route("list_agent_tools", "GET", "/v1/agent-tools",
+          "The agent's operations as tool definitions, in the shape the OpenAI or Anthropic SDK sends (no key)",
+          query=agent_tools.AgentToolsQuery, response=agent_tools.AgentTools, authenticated=False),
 )
 
 BY_FUNCTION: dict[str, Route] = {r.function: r for r in ROUTES}

@@ -1,0 +1,87 @@
+"""`GET /v1/workflows/{id}/context`: everything an agent needs for the workflow's current step, in one answer.
+
+Reads: one batched read (the workflow), then the queries it needs: the open hand-off (one document read, when there
+is one), the newest events (one query) and the workflow's newest artifacts (one query); a hand-off's artifact older
+than those costs one more batched read. So 4 store RPCs for a workflow with an open hand-off, 3 without one (plus the
+caller's key, as for every request). Download URLs are signed locally (no network); `objects` gives the object store
+only when there is something to sign. Who may read it: an owner, or a
+key holding the workflow's current role; another role is 403, another account's workflow 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from shared.adapters.firestore import Store
+from shared.adapters.objectstore import ObjectStore
+from shared.domain import artifact as artifact_domain
+from shared.domain import context as domain
+from shared.domain.errors import Forbidden, NotFound, ValidationFailed
+from shared.domain.models import Artifact, Event, Handoff, Workflow
+from shared.runtime import clock
+from shared.services import catalogs
+from shared.services.auth import Principal
+from shared.services.pagination import decode_page_token, encode_page_token
+
+
+def _scope(workflow_id: str) -> str:
+    return f"context-events:{workflow_id}"
+
+
+def _before(page_token: str | None, workflow_id: str) -> int | None:
+    """The seq the history continues below (its events are older than it), from a page token."""
+    if page_token is None:
+        return None
+    seq = decode_page_token(page_token, _scope(workflow_id)).get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 2:
+        raise ValidationFailed([{"field": "query:page_token", "message": "malformed token"}])
+    return seq
+
+
+def get_context(store: Store, objects: Callable[[], ObjectStore], principal: Principal, workflow_id: str, *,
+                events: int, page_token: str | None) -> dict:
+    before = _before(page_token, workflow_id)  # a bad token is refused before anything is read
+    account = principal.account_id
+    wf_ref = store.workflow(account, workflow_id)
+    snap = store.get_many([wf_ref]).get(wf_ref.path)
+    if snap is None or not snap.exists:
+        raise NotFound("No workflow with that id.")
+    workflow = Workflow.model_validate(snap.to_dict())
+    if not principal.is_owner and (workflow.role is None or workflow.role not in principal.roles):
+        raise Forbidden(f"Only the owner or a {workflow.role or 'n/a'} key may read the context of a workflow in "
+                        f"{workflow.state}.")
+    playbook = catalogs.playbooks().for_role(workflow.role) if workflow.role else None
+
+    handoff = None
+    if workflow.current_handoff is not None:
+        h_snap = store.get(store.handoff(account, workflow.current_handoff.id))
+        if h_snap.exists:
+            handoff = Handoff.model_validate(h_snap.to_dict())
+
+    found = store.query(store.events(account, workflow_id), order=[("seq", "DESCENDING")], limit=events + 1,
+                        start_after={"seq": before} if before else None)
+    history = [Event.model_validate(s.to_dict()) for s in found[:events]]
+    token = (encode_page_token(_scope(workflow_id), {"seq": history[-1].seq})
+             if len(found) > events and history else None)
+
+    artifacts = {s.id: Artifact.model_validate(s.to_dict()) for s in store.query(
+        store.artifacts(account, workflow_id), order=[("created_at", "DESCENDING"), ("__name__", "DESCENDING")],
+        limit=domain.ARTIFACT_WINDOW)}
+    if missing := [a for a in (handoff.artifacts if handoff else []) if a not in artifacts]:
+        snaps = store.get_many([store.artifact(account, workflow_id, a) for a in missing])
+        artifacts |= {s.id: Artifact.model_validate(s.to_dict()) for s in snaps.values() if s.exists}
+
+    now = clock.now()
+    ttl = int(artifact_domain.URL_TTL.total_seconds())
+
+    def sign(artifact: Artifact) -> tuple[str, datetime]:
+        url = objects().presign_get(artifact_domain.object_key(account, workflow_id, artifact.id),
+                                  content_type=artifact.content_type,
+                                  content_disposition=artifact_domain.content_disposition(artifact.name),
+                                  expires_in=ttl)
+        return url, now + timedelta(seconds=ttl)
+
+    context = domain.build(workflow=workflow, roles=principal.roles, playbook=playbook, handoff=handoff,
+                           artifacts=artifacts, events=history, next_page_token=token, sign=sign)
+    return context.model_dump(mode="json")
