@@ -53,7 +53,8 @@ class Playbook:
     exit_criteria: dict[tuple[State, State], str]
 
     def meaning(self, source: State, target: State) -> str:
-        return self.exit_criteria[(source, target)]
+        """The exit criteria of one transition, as flowing text (the file's line breaks within a paragraph go)."""
+        return _unwrap(self.exit_criteria[(source, target)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,11 @@ class Library:
 
     def versions(self) -> dict[str, str]:
         return {role.value: p.version for role, p in sorted(self.playbooks.items())}
+
+
+def _unwrap(text: str) -> str:
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text)]
+    return "\n\n".join(p if re.search(r"^\s*([-*]|\d+\.) ", p, re.M) else " ".join(p.split()) for p in paragraphs)
 
 
 def version_of(text: str) -> str:
