@@ -106,7 +106,8 @@ def props(tool_name: str) -> dict[str, Any]:
 def test_the_arguments_carry_the_api_models_constraints():
     transition = props("transition")
     assert transition["to"]["enum"] == [s.value for s in State]
-    assert transition["artifacts"]["maxItems"] == 20 == TransitionRequest.model_fields["artifacts"].metadata[0].max_length
+    max_artifacts = TransitionRequest.model_fields["artifacts"].metadata[0].max_length
+    assert transition["artifacts"]["maxItems"] == max_artifacts == 20
     assert transition["artifacts"]["items"]["pattern"] == r"^art_[0-9a-f]{32}$"
     assert {"minimum": 1, "type": "integer"} in transition["expected_version"]["anyOf"]
     content_type = CreateArtifactRequest.model_json_schema()["properties"]["content_type"]["pattern"]
@@ -228,7 +229,7 @@ class StandIn:
         received: dict[str, Any] = {}
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+            def do_POST(self) -> None:
                 received[self.path] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 reply = json.dumps(REPLIES[self.path]).encode()
                 self.send_response(200)

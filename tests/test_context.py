@@ -192,7 +192,7 @@ def test_artifacts_handed_over_and_left_by_earlier_steps_with_working_download_u
 
     patch_v1 = dev.upload(wf, "change.patch", b"--- a\n+++ b\n", "text/x-diff")
     assert dev.move(wf, "TESTING", note="built", artifacts=[patch_v1["id"]]).status == 200
-    report = tester.upload(wf, "test-report.md", "| case | result |\n| c1 | FAIL |\n".encode())
+    report = tester.upload(wf, "test-report.md", b"| case | result |\n| c1 | FAIL |\n")
     assert tester.move(wf, "IMPLEMENTATION", note="c1 fails: total is 0", artifacts=[report["id"]]).status == 200
     dev.upload(wf, "change.patch", b"--- a\n+++ b (draft v2)\n", "text/x-diff")  # this step's, not an earlier one
 
@@ -206,7 +206,7 @@ def test_artifacts_handed_over_and_left_by_earlier_steps_with_working_download_u
     ref = c["handed_over"][0]
     assert {k: ref[k] for k in ("name", "content_type", "size_bytes", "sha256", "created_by")} == {
         k: report[k] for k in ("name", "content_type", "size_bytes", "sha256", "created_by")}
-    assert get(ref["download_url"]) == "| case | result |\n| c1 | FAIL |\n".encode()
+    assert get(ref["download_url"]) == b"| case | result |\n| c1 | FAIL |\n"
     assert get(c["earlier_artifacts"][1]["download_url"]) == b"# Design\n"
     assert "> c1 fails: total is 0" in c["task"] and "- test-report.md (" in c["task"]
     assert "- design.md (" in c["task"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from itertools import pairwise
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def documents(state: State) -> dict:
                 upload_expires_at=at[made_in] + timedelta(minutes=45), completed_at=at[made_in] + timedelta(minutes=31))
     events = [Event(seq=1, type=EventType.CREATED, from_state=None, to_state=State.DISCOVERY, actor="key_owner",
                     at=at[State.DISCOVERY])]
-    for i, (a, b) in enumerate(zip(steps, steps[1:], strict=False), 2):
+    for i, (a, b) in enumerate(pairwise(steps), 2):
         events.append(Event(seq=i, type=EventType.TRANSITIONED, from_state=a, to_state=b,
                             actor=f"key_{(sm.role_of(a) or Role.OWNER).value.lower()}", at=at[b],
                             note=f"{a.value.title()} is done; over to you.", artifacts=[ident("art", i - 1)]
