@@ -1,16 +1,17 @@
 """`GET /v1/workflows/{id}/context`: everything an agent needs for the workflow's current step, in one answer.
 
-Reads: one batched read (the workflow), then the queries it needs: the open hand-off (one document read, when there
-is one), the newest events (one query) and the workflow's newest artifacts (one query); a hand-off's artifact older
-than those costs one more batched read. So 4 store RPCs for a workflow with an open hand-off, 3 without one (plus the
-caller's key, as for every request). Download URLs are signed locally (no network); `objects` gives the object store
-only when there is something to sign. Who may read it: an owner, or a
-key holding the workflow's current role; another role is 403, another account's workflow 404.
+Reads: one batched read (the workflow, which decides who may read on), then, at once, the reads it needs: the open
+hand-off (one document read, when there is one), the newest events (one query) and the workflow's newest artifacts
+(one query); a hand-off's artifact older than those costs one more batched read. So 4 store RPCs for a workflow with
+an open hand-off, 3 without one (plus the caller's key, as for every request), in two round trips. Download URLs are
+signed locally (no network); `objects` gives the object store only when there is something to sign. Who may read it:
+an owner, or a key holding the workflow's current role; another role is 403, another account's workflow 404.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from shared.adapters.firestore import Store
@@ -39,6 +40,13 @@ def _before(page_token: str | None, workflow_id: str) -> int | None:
     return seq
 
 
+def _read_handoff(store: Store, account_id: str, workflow: Workflow) -> Handoff | None:
+    if workflow.current_handoff is None:
+        return None
+    snap = store.get(store.handoff(account_id, workflow.current_handoff.id))
+    return Handoff.model_validate(snap.to_dict()) if snap.exists else None
+
+
 def get_context(store: Store, objects: Callable[[], ObjectStore], principal: Principal, workflow_id: str, *,
                 events: int, page_token: str | None) -> dict:
     before = _before(page_token, workflow_id)  # a bad token is refused before anything is read
@@ -53,21 +61,19 @@ def get_context(store: Store, objects: Callable[[], ObjectStore], principal: Pri
                         f"{workflow.state}.")
     playbook = catalogs.playbooks().for_role(workflow.role) if workflow.role else None
 
-    handoff = None
-    if workflow.current_handoff is not None:
-        h_snap = store.get(store.handoff(account, workflow.current_handoff.id))
-        if h_snap.exists:
-            handoff = Handoff.model_validate(h_snap.to_dict())
-
-    found = store.query(store.events(account, workflow_id), order=[("seq", "DESCENDING")], limit=events + 1,
-                        start_after={"seq": before} if before else None)
+    # The three reads after the workflow's do not depend on each other: run at once, they cost one round trip.
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="context-read") as pool:
+        handoff_read = pool.submit(_read_handoff, store, account, workflow)
+        events_read = pool.submit(store.query, store.events(account, workflow_id), order=[("seq", "DESCENDING")],
+                                  limit=events + 1, start_after={"seq": before} if before else None)
+        artifacts_read = pool.submit(store.query, store.artifacts(account, workflow_id),
+                                     order=[("created_at", "DESCENDING"), ("__name__", "DESCENDING")],
+                                     limit=domain.ARTIFACT_WINDOW)
+        handoff, found, newest = handoff_read.result(), events_read.result(), artifacts_read.result()
     history = [Event.model_validate(s.to_dict()) for s in found[:events]]
     token = (encode_page_token(_scope(workflow_id), {"seq": history[-1].seq})
              if len(found) > events and history else None)
-
-    artifacts = {s.id: Artifact.model_validate(s.to_dict()) for s in store.query(
-        store.artifacts(account, workflow_id), order=[("created_at", "DESCENDING"), ("__name__", "DESCENDING")],
-        limit=domain.ARTIFACT_WINDOW)}
+    artifacts = {s.id: Artifact.model_validate(s.to_dict()) for s in newest}
     if missing := [a for a in (handoff.artifacts if handoff else []) if a not in artifacts]:
         snaps = store.get_many([store.artifact(account, workflow_id, a) for a in missing])
         artifacts |= {s.id: Artifact.model_validate(s.to_dict()) for s in snaps.values() if s.exists}
