@@ -1,5 +1,5 @@
 from shared.adapters.objectstore import get_object_store
-from shared.domain.context import ContextQuery
+from shared.domain.agent_models import ContextQuery
 from shared.http.endpoint import ApiRequest, Reply, endpoint
 from shared.services import context
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
-from shared.domain.models import ClaimRequest, CreateArtifactRequest, PageQuery, QueryModel, TransitionRequest
+from shared.domain.agent_models import ToolFormat
+from shared.domain.models import ClaimRequest, CreateArtifactRequest, PageQuery, TransitionRequest
 
-ToolFormat = Literal["openai", "openai-responses", "anthropic"]
-FORMATS: tuple[str, ...] = ("openai", "openai-responses", "anthropic")
+FORMATS: tuple[str, ...] = get_args(ToolFormat)
 
 # The ids the API's paths take (shared.http.routes: anything else is simply not found).
 PathId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
@@ -187,18 +187,3 @@ def _rendered(fmt: str) -> tuple[dict[str, Any], ...]:
 def definitions(fmt: str) -> list[dict[str, Any]]:
     """Every tool in format `fmt` (a fresh copy: callers may change it)."""
     return copy.deepcopy(list(_rendered(fmt)))
-
-
-# ---- the endpoint's query and answer -------------------------------------------------------------------------------
-
-
-class AgentToolsQuery(QueryModel):
-    format: ToolFormat = Field(default="openai", description="openai (Chat Completions), openai-responses "
-                                                             "(Responses API) or anthropic (Messages API)")
-
-
-class AgentTools(BaseModel):
-    """The tool definitions, each exactly in the shape the named SDK sends."""
-
-    format: ToolFormat
-    tools: list[dict[str, Any]]

@@ -9,8 +9,7 @@ from functools import cached_property
 
 from pydantic import BaseModel
 
-from shared.domain import agent_tools
-from shared.domain import context as agent_context
+from shared.domain import agent_models as agents
 from shared.domain import models as m
 
 # Ids the product hands out are [A-Za-z0-9_-]; anything else cannot name a document, so it is simply not found.
@@ -64,7 +63,7 @@ ROUTES: tuple[Route, ...] = (
     Route("get_workflow_context", "GET", _WF + "/context",
           "Everything an agent needs for the current step: instructions, task, hand-off, artifacts with download "
           "URLs, history, allowed transitions and tools (the owner, or a key holding the workflow's role)",
-          query=agent_context.ContextQuery, response=agent_context.AgentContext, errors=(403, 404)),
+          query=agents.ContextQuery, response=agents.AgentContext, errors=(403, 404)),
     # hand-offs and the agent work queue
     Route("claim_handoff", "POST", "/v1/handoffs/claim",
           "Claim the oldest hand-off waiting for the caller's roles, under a lease (long poll with wait_seconds)",
@@ -106,7 +105,7 @@ ROUTES: tuple[Route, ...] = (
     Route("get_openapi", "GET", "/v1/openapi.json", "This API's OpenAPI 3.1 document", authenticated=False),
     Route("list_agent_tools", "GET", "/v1/agent-tools",
           "The agent's operations as tool definitions, in the shape the OpenAI or Anthropic SDK sends (no key)",
-          query=agent_tools.AgentToolsQuery, response=agent_tools.AgentTools, authenticated=False),
+          query=agents.AgentToolsQuery, response=agents.AgentTools, authenticated=False),
 )
 
 BY_FUNCTION: dict[str, Route] = {r.function: r for r in ROUTES}

@@ -18,6 +18,7 @@ from shared.adapters.firestore import Store
 from shared.adapters.objectstore import ObjectStore
 from shared.domain import artifact as artifact_domain
 from shared.domain import context as domain
+from shared.domain.agent_models import ARTIFACT_WINDOW
 from shared.domain.errors import Forbidden, NotFound, ValidationFailed
 from shared.domain.models import Artifact, Event, Handoff, Workflow
 from shared.runtime import clock
@@ -68,7 +69,7 @@ def get_context(store: Store, objects: Callable[[], ObjectStore], principal: Pri
                                   limit=events + 1, start_after={"seq": before} if before else None)
         artifacts_read = pool.submit(store.query, store.artifacts(account, workflow_id),
                                      order=[("created_at", "DESCENDING"), ("__name__", "DESCENDING")],
-                                     limit=domain.ARTIFACT_WINDOW)
+                                     limit=ARTIFACT_WINDOW)
         handoff, found, newest = handoff_read.result(), events_read.result(), artifacts_read.result()
     history = [Event.model_validate(s.to_dict()) for s in found[:events]]
     token = (encode_page_token(_scope(workflow_id), {"seq": history[-1].seq})
