@@ -214,6 +214,23 @@ def test_artifacts_handed_over_and_left_by_earlier_steps_with_working_download_u
     assert (newest["artifacts"], newest["artifact_names"]) == ([report["id"]], ["test-report.md"])
 
 
+@pytest.mark.usefixtures("s3")
+def test_a_handed_over_artifact_older_than_the_newest_ones_costs_one_more_batched_read(api, tenant, monkeypatch):
+    from shared.services import context as service
+
+    q = Agent(api, tenant.agents[Role.Q_ASSISTANT], "q")
+    wf = api.create(tenant)["id"]
+    requirements, plan = q.upload(wf, "requirements.md", b"# R\n"), q.upload(wf, "plan.md", b"# P\n")
+    assert q.move(wf, "PLANNING", artifacts=[requirements["id"]]).status == 200
+    assert q.move(wf, "DESIGN", artifacts=[plan["id"]]).status == 200
+    monkeypatch.setattr(service, "ARTIFACT_WINDOW", 1)  # the artifacts query now sees plan.md alone
+    api.store.rpcs.clear()
+    r = api.get(path(wf), tenant.agents[Role.ARCHITECT])
+    assert r.status == 200, r.body
+    assert [a["name"] for a in r.body["handed_over"]] == ["requirements.md", "plan.md"]
+    assert api.store.rpcs == {"get": 2, "batch_get": 2, "query": 2}
+
+
 def test_a_broken_playbook_is_a_deployment_error_not_a_half_answer(api, tenant, monkeypatch, capsys):
     from shared.runtime import datafiles
 

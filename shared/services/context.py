@@ -84,9 +84,9 @@ def get_context(store: Store, objects: Callable[[], ObjectStore], principal: Pri
 
     def sign(artifact: Artifact) -> tuple[str, datetime]:
         url = objects().presign_get(artifact_domain.object_key(account, workflow_id, artifact.id),
-                                  content_type=artifact.content_type,
-                                  content_disposition=artifact_domain.content_disposition(artifact.name),
-                                  expires_in=ttl)
+                                    content_type=artifact.content_type,
+                                    content_disposition=artifact_domain.content_disposition(artifact.name),
+                                    expires_in=ttl)
         return url, now + timedelta(seconds=ttl)
 
     context = domain.build(workflow=workflow, roles=principal.roles, playbook=playbook, handoff=handoff,
