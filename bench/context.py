@@ -38,6 +38,7 @@ def _ms(samples: list[float], q: float) -> float:
 
 def _artifact(store: Any, account_id: str, workflow_id: str, name: str, actor: str) -> str:
     """An AVAILABLE artifact record (the bench needs no bytes: the context only signs URLs to them)."""
+    from shared.adapters.firestore import Writes
     from shared.domain import artifact as artifact_domain
     from shared.domain.models import ArtifactStatus, CreateArtifactRequest
     from shared.runtime import clock
@@ -48,7 +49,9 @@ def _artifact(store: Any, account_id: str, workflow_id: str, name: str, actor: s
     at = clock.now()
     artifact = artifact_domain.new(request, workflow_id=workflow_id, actor=actor, now=at).model_copy(
         update={"status": ArtifactStatus.AVAILABLE, "completed_at": at + timedelta(seconds=1)})
-    store.artifact(account_id, workflow_id, artifact.id).set(artifact.model_dump(mode="python"))
+    writes = Writes()
+    writes.create(store.artifact(account_id, workflow_id, artifact.id), artifact.model_dump(mode="python"))
+    store.commit(writes)
     return artifact.id
 
 

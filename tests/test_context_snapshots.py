@@ -20,8 +20,7 @@ from shared.domain import state_machine as sm
 from shared.domain.models import Artifact, ArtifactStatus, Event, EventType, Handoff, HandoffStatus, Workflow
 from shared.domain.state_machine import Role, State
 from shared.http.endpoint import json_response
-from shared.runtime import datafiles
-from shared.services import catalogs
+from shared.runtime.config import config, read_playbooks
 
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 UPDATE = os.environ.get("QORCH_UPDATE_SNAPSHOTS") == "1"
@@ -86,7 +85,7 @@ def documents(state: State) -> dict:
 def render(state: State) -> context.AgentContext:
     docs = documents(state)
     return context.build(
-        workflow=docs["workflow"], roles=docs["roles"], playbook=catalogs.playbooks().for_role(sm.role_of(state)),
+        workflow=docs["workflow"], roles=docs["roles"], playbook=config().playbooks.for_role(sm.role_of(state)),
         handoff=docs["handoff"], artifacts=docs["artifacts"], events=docs["events"], next_page_token=docs["token"],
         sign=lambda a: (f"https://objects.example/{a.id}?X-Amz-Signature=fixed", NOW + timedelta(minutes=15)))
 
@@ -117,12 +116,12 @@ def test_a_changed_playbook_changes_the_rendering():
     """The snapshots do pin the playbook text: a one-word edit changes the instructions and the version."""
     from shared.domain import playbooks as pb
 
-    text = datafiles.read_playbooks()["TESTER.md"].replace("honestly", "carefully")
+    text = read_playbooks()["TESTER.md"].replace("honestly", "carefully")
     edited = pb.parse("TESTER.md", text)
     docs = documents(State.TESTING)
     kwargs = dict(workflow=docs["workflow"], roles=docs["roles"], handoff=docs["handoff"], artifacts=docs["artifacts"],
                   events=docs["events"], next_page_token=None, sign=lambda a: ("u", NOW))
-    before = context.build(playbook=catalogs.playbooks().for_role(Role.TESTER), **kwargs)
+    before = context.build(playbook=config().playbooks.for_role(Role.TESTER), **kwargs)
     after = context.build(playbook=edited, **kwargs)
     assert before.instructions != after.instructions and before.playbook_version != after.playbook_version
     assert before.task == after.task

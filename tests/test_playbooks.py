@@ -17,14 +17,14 @@ import pytest
 from shared.domain import playbooks as pb
 from shared.domain import state_machine as sm
 from shared.domain.state_machine import Role, State, TransitionKind, TransitionSpec
-from shared.runtime import datafiles
-from shared.services import catalogs
+from shared.runtime import config as config_module
+from shared.runtime.config import ConfigError, config, load
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def sources() -> dict[str, str]:
-    return datafiles.read_playbooks()
+    return config_module.read_playbooks()
 
 
 def test_the_shipped_playbooks_cover_every_role_state_and_transition():
@@ -106,29 +106,48 @@ def test_headings_inside_a_code_block_are_text():
 def test_the_version_is_the_sha256_of_the_file():
     library = pb.load_library(sources())
     for role, playbook in library.playbooks.items():
-        data = (datafiles.PLAYBOOKS_DIR / f"{role.value}.md").read_bytes()
+        data = (config_module.PLAYBOOKS_DIR / f"{role.value}.md").read_bytes()
         assert playbook.version == "sha256:" + hashlib.sha256(data).hexdigest()
     edited = pb.parse("TESTER.md", sources()["TESTER.md"] + "\nOne more line.\n")
     assert edited.version != library.for_role(Role.TESTER).version
 
 
-def test_the_instance_loads_them_once():
-    catalogs.playbooks.cache_clear()
-    first = catalogs.playbooks()
-    assert catalogs.playbooks() is first
-    assert first.versions() == pb.load_library(sources()).versions()
+def test_the_instance_loads_them_at_start_with_its_configuration():
+    assert config().playbooks.versions() == pb.load_library(sources()).versions()
+    assert config().playbooks is config().playbooks
+
+
+def test_a_broken_playbook_or_price_table_stops_the_instance_at_start(tmp_path):
+    """Like a bad variable: `load()` (what main.py and make run call first) refuses, naming the file and why."""
+    books = tmp_path / "playbooks"
+    books.mkdir()
+    for name, text in sources().items():
+        (books / name).write_text(text.replace("### TESTING → FAILED", "### TESTING → NOWHERE"))
+    with pytest.raises(ConfigError) as refused:
+        load(playbooks_dir=books)
+    assert "qorch cannot start: the playbooks in" in str(refused.value)
+    assert "TESTER.md: Exit criteria: 'TESTING → NOWHERE' is not 'STATE → STATE'" in str(refused.value)
+    (books / "TESTER.md").unlink()
+    with pytest.raises(ConfigError, match="no playbook for TESTER"):
+        load(playbooks_dir=books)
+    prices = tmp_path / "prices.json"
+    prices.write_text(config_module.PRICES_FILE.read_text().replace('"output": 20', '"output": -20', 1))
+    with pytest.raises(ConfigError, match=r"(?s)the price table .*prices.json is refused: .*output.*greater than"):
+        load(prices_file=prices)
+    assert load().playbooks.versions() == config().playbooks.versions()  # the shipped files load
 
 
 def test_the_playbooks_and_the_price_table_ship_with_the_functions():
     """`gcloud functions deploy --source=.` uploads the repository minus .gcloudignore: none of the data files the
     functions read may be left out (and the check does see what is left out: the README is)."""
-    data = sorted(str(p.relative_to(ROOT)) for p in (*datafiles.PLAYBOOKS_DIR.glob("*.md"), datafiles.PRICES_FILE))
+    files = (*config_module.PLAYBOOKS_DIR.glob("*.md"), config_module.PRICES_FILE, config_module.PLANS_FILE)
+    data = sorted(str(p.relative_to(ROOT)) for p in files)
     done = subprocess.run(["git", "ls-files", "--cached", "--others", "--ignored", "--exclude-from=.gcloudignore",
                            "--", *data, "README.md"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["README.md"]
 
 
-# The domain modules must read no file when imported: the runtime layer reads the files, on first use.
+# The domain modules must read no file when imported: the configuration reads the files, when an instance starts.
 NO_IO = r"""
 import builtins, importlib, io, json, pathlib, sys
 import pydantic, pydantic.json_schema  # pydantic reads its plugins' metadata on first use: not the product's I/O
@@ -155,11 +174,11 @@ print(json.dumps(out))
 
 def test_importing_the_domain_reads_no_file():
     modules = ["shared.domain.playbooks", "shared.domain.pricing", "shared.domain.agent_tools",
-               "shared.domain.context", "shared.services.catalogs", "shared.runtime.datafiles:read_prices"]
+               "shared.domain.context", "shared.runtime.config", "shared.runtime.config:load_prices"]
     done = subprocess.run([sys.executable, "-c", NO_IO, *modules], cwd=ROOT, capture_output=True, text=True,
                           timeout=60, env={**os.environ})
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     # the probe sees file reads: calling the runtime reader under it is refused
-    assert result.pop("shared.runtime.datafiles:read_prices") == "file I/O at import"
+    assert result.pop("shared.runtime.config:load_prices") == "file I/O at import"
     assert result == dict.fromkeys(modules[:-1], "ok")

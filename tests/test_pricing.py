@@ -12,13 +12,12 @@ import pytest
 
 from shared.domain import pricing
 from shared.domain.pricing import ModelCall, Usage, UsageTotals
-from shared.runtime import datafiles
-from shared.services import catalogs
+from shared.runtime.config import PRICES_FILE, config
 
 
 @pytest.fixture(scope="module")
 def table() -> pricing.PriceTable:
-    return pricing.parse_prices(datafiles.read_prices())
+    return pricing.parse_prices(PRICES_FILE.read_text())
 
 
 def call(model: str = "claude-opus-5-5", i: int = 0, o: int = 0, c: int | None = None, cost=None) -> ModelCall:
@@ -32,7 +31,7 @@ def test_the_table_has_current_anthropic_and_openai_models_each_with_its_source(
         assert price.output >= price.input >= price.cache_read, name  # a sanity check against swapped columns
         if price.long_prompt:
             assert price.long_prompt.input >= price.input and price.long_prompt.output >= price.output, name
-    assert catalogs.prices().models.keys() == table.models.keys()
+    assert config().prices.models.keys() == table.models.keys()
 
 
 def test_cost_is_tokens_times_price_per_million_to_the_nano_dollar(table):
@@ -127,7 +126,7 @@ def test_totals_add_exactly_and_count_the_unpriced_calls(table):
     lambda d: d["models"].update({"Bad Name": d["models"]["gpt-6-sol"]}),
 ])
 def test_a_broken_price_file_is_refused(change):
-    data = json.loads(datafiles.read_prices())
+    data = json.loads(PRICES_FILE.read_text())
     change(data)
     with pytest.raises(pydantic.ValidationError):
         pricing.parse_prices(json.dumps(data))

@@ -39,6 +39,14 @@ def bootstrap_dev_account() -> str:
     return secret
 
 
+def allow_dashboard_origin(port: int) -> str:
+    """CORS: the dashboard served from this router's own address may call the API, besides QORCH_CORS_ORIGINS."""
+    own = [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+    given = [o.strip() for o in os.environ.get("QORCH_CORS_ORIGINS", "").split(",") if o.strip()]
+    os.environ["QORCH_CORS_ORIGINS"] = ",".join(dict.fromkeys([*given, *own]))
+    return os.environ["QORCH_CORS_ORIGINS"]
+
+
 def _stop_on_signal(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM/SIGHUP clean up exactly like Ctrl-C: the emulator must not outlive us
 
@@ -46,7 +54,15 @@ def _stop_on_signal(signum: int, frame: object) -> None:
 def main() -> int:
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGHUP, _stop_on_signal)
+    from shared.runtime.config import ConfigError, config
+
+    try:
+        config()  # a bad setting stops here, before anything is started, with the message the instance would give
+    except ConfigError as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 2
     port = int(os.environ.get("PORT", "8080"))
+    origins = allow_dashboard_origin(port)  # before anything reads the configuration (it is read once)
     emulator = None
     if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
         try:
@@ -71,6 +87,7 @@ def main() -> int:
             f"{os.environ['QORCH_S3_BUCKET']}{' (moto)' if s3 else ''}\n"
             f"Dev account: {DEV_ACCOUNT} (plan dev, entitled)\n"
             f"Owner API key (also in {KEY_FILE.relative_to(ROOT)}):\n  {key}\n"
+            f"CORS origins allowed: {origins}\n"
             f"Serving http://127.0.0.1:{port}/v1  (Ctrl-C stops everything)\n",
             flush=True,
         )

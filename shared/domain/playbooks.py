@@ -1,7 +1,7 @@
 """Role playbooks: what each role is for, what it must leave as artifacts, when to take each transition out of its
 states, and the rules every agent follows. The text lives in `playbooks/<ROLE>.md` beside this module (Markdown with
 a small front matter), reviewed like code; this module parses and checks it. Pure: the files are read by the runtime
-layer (`shared.runtime.datafiles`) and handed in as text, so importing the domain reads nothing.
+layer (`shared.runtime.config`, when an instance starts) and handed in as text, so importing the domain reads nothing.
 
 A playbook file:
 

@@ -16,13 +16,14 @@ from datetime import datetime, timedelta
 
 from shared.adapters.firestore import Store
 from shared.adapters.objectstore import ObjectStore
+from shared.domain import agent_tools as tools_domain
 from shared.domain import artifact as artifact_domain
 from shared.domain import context as domain
-from shared.domain.agent_models import ARTIFACT_WINDOW
+from shared.domain.agent_models import ARTIFACT_WINDOW, AgentTools, ToolFormat
 from shared.domain.errors import Forbidden, NotFound, ValidationFailed
 from shared.domain.models import Artifact, Event, Handoff, Workflow
 from shared.runtime import clock
-from shared.services import catalogs
+from shared.runtime.config import config
 from shared.services.auth import Principal
 from shared.services.pagination import decode_page_token, encode_page_token
 
@@ -44,23 +45,23 @@ def _before(page_token: str | None, workflow_id: str) -> int | None:
 def _read_handoff(store: Store, account_id: str, workflow: Workflow) -> Handoff | None:
     if workflow.current_handoff is None:
         return None
-    snap = store.get(store.handoff(account_id, workflow.current_handoff.id))
-    return Handoff.model_validate(snap.to_dict()) if snap.exists else None
+    doc = store.get(store.handoff(account_id, workflow.current_handoff.id))
+    return Handoff.model_validate(doc.data) if doc.exists else None
 
 
 def get_context(store: Store, objects: Callable[[], ObjectStore], principal: Principal, workflow_id: str, *,
                 events: int, page_token: str | None) -> dict:
     before = _before(page_token, workflow_id)  # a bad token is refused before anything is read
     account = principal.account_id
-    wf_ref = store.workflow(account, workflow_id)
-    snap = store.get_many([wf_ref]).get(wf_ref.path)
-    if snap is None or not snap.exists:
+    wf_key = store.workflow(account, workflow_id)
+    doc = store.get_many([wf_key])[wf_key]
+    if not doc.exists:
         raise NotFound("No workflow with that id.")
-    workflow = Workflow.model_validate(snap.to_dict())
+    workflow = Workflow.model_validate(doc.data)
     if not principal.is_owner and (workflow.role is None or workflow.role not in principal.roles):
         raise Forbidden(f"Only the owner or a {workflow.role or 'n/a'} key may read the context of a workflow in "
                         f"{workflow.state}.")
-    playbook = catalogs.playbooks().for_role(workflow.role) if workflow.role else None
+    playbook = config().playbooks.for_role(workflow.role) if workflow.role else None
 
     # The three reads after the workflow's do not depend on each other: run at once, they cost one round trip.
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="context-read") as pool:
@@ -71,13 +72,13 @@ def get_context(store: Store, objects: Callable[[], ObjectStore], principal: Pri
                                      order=[("created_at", "DESCENDING"), ("__name__", "DESCENDING")],
                                      limit=ARTIFACT_WINDOW)
         handoff, found, newest = handoff_read.result(), events_read.result(), artifacts_read.result()
-    history = [Event.model_validate(s.to_dict()) for s in found[:events]]
+    history = [Event.model_validate(d.data) for d in found[:events]]
     token = (encode_page_token(_scope(workflow_id), {"seq": history[-1].seq})
              if len(found) > events and history else None)
-    artifacts = {s.id: Artifact.model_validate(s.to_dict()) for s in newest}
+    artifacts = {d.id: Artifact.model_validate(d.data) for d in newest}
     if missing := [a for a in (handoff.artifacts if handoff else []) if a not in artifacts]:
-        snaps = store.get_many([store.artifact(account, workflow_id, a) for a in missing])
-        artifacts |= {s.id: Artifact.model_validate(s.to_dict()) for s in snaps.values() if s.exists}
+        docs = store.get_many([store.artifact(account, workflow_id, a) for a in missing])
+        artifacts |= {d.id: Artifact.model_validate(d.data) for d in docs.values() if d.exists}
 
     now = clock.now()
     ttl = int(artifact_domain.URL_TTL.total_seconds())
@@ -92,3 +93,8 @@ def get_context(store: Store, objects: Callable[[], ObjectStore], principal: Pri
     context = domain.build(workflow=workflow, roles=principal.roles, playbook=playbook, handoff=handoff,
                            artifacts=artifacts, events=history, next_page_token=token, sign=sign)
     return context.model_dump(mode="json")
+
+
+def agent_tools(fmt: ToolFormat) -> dict:
+    """`GET /v1/agent-tools`: every tool definition in the shape the named SDK sends."""
+    return AgentTools(format=fmt, tools=tools_domain.definitions(fmt)).model_dump(mode="json")
