@@ -39,7 +39,7 @@ PLAN_ENVIRONMENT=(QORCH_S3_BUCKET QORCH_S3_REGION QORCH_S3_ENDPOINT_URL QORCH_S3
 # Functions: name, trigger (http | topic:TOPIC), runtime account, memory MB, cpu, timeout s,
 # concurrency, min and max instances, then the secrets (ENV=secret) it may read. Everything else
 # about a function is in deploy_function (infra/deploy.sh).
-PLAN_FUNCTIONS=(create_workflow list_workflows get_workflow transition_workflow rollback_workflow list_workflow_events get_workflow_context claim_handoff heartbeat_handoff release_handoff list_handoffs create_artifact complete_artifact get_artifact list_artifacts get_account create_checkout_session create_portal_session stripe_webhook describe_state_machine get_openapi list_agent_tools cors_preflight cleanup)
+PLAN_FUNCTIONS=(create_workflow list_workflows get_workflow update_workflow transition_workflow rollback_workflow list_workflow_events get_workflow_context claim_handoff heartbeat_handoff release_handoff list_handoffs create_artifact complete_artifact get_artifact list_artifacts get_account create_checkout_session create_portal_session stripe_webhook describe_state_machine get_openapi list_agent_tools cors_preflight cleanup)
 plan_function() {
   case "$1" in
     create_workflow)  # POST /v1/workflows
@@ -48,6 +48,8 @@ plan_function() {
       deploy_function list_workflows http qorch-functions 512 1 60 40 0 20 '' ;;
     get_workflow)  # GET /v1/workflows/{workflow_id}
       deploy_function get_workflow http qorch-functions 512 1 60 40 0 20 '' ;;
+    update_workflow)  # PATCH /v1/workflows/{workflow_id}
+      deploy_function update_workflow http qorch-functions 512 1 60 40 0 20 '' ;;
     transition_workflow)  # POST /v1/workflows/{workflow_id}/transitions
       deploy_function transition_workflow http qorch-functions 512 1 60 40 0 20 '' ;;
     rollback_workflow)  # POST /v1/workflows/{workflow_id}/rollback

@@ -40,7 +40,7 @@ def test_creating_a_workflow_hands_it_to_the_first_role(api, tenant):
         None, "Q_ASSISTANT", None, "DISCOVERY", 1)
     assert h["status"] == "PENDING" and h["attempts"] == 0 and h["artifacts"] == []
     assert wf["current_handoff"] == {"id": h["id"], "status": "PENDING", "claimed_by": None, "agent_id": None,
-                                     "lease_expires_at": None}
+                                     "lease_expires_at": None, "usage": None}
 
 
 def test_a_transition_hands_off_in_its_own_commit_still_two_rpcs(api, tenant):
@@ -116,7 +116,7 @@ def test_a_claim_is_one_query_and_one_commit_and_answers_with_the_workflow(api, 
     assert h["status"] == "CLAIMED" and h["agent_id"] == "q-1" and h["attempts"] == 1 and h["lease_seconds"] == 120
     assert w["id"] == wf["id"] and w["title"] == "Shop" and w["state"] == "DISCOVERY" and w["version"] == 1
     assert w["current_handoff"] == {"id": h["id"], "status": "CLAIMED", "claimed_by": h["claimed_by"],
-                                    "agent_id": "q-1", "lease_expires_at": h["lease_expires_at"]}
+                                    "agent_id": "q-1", "lease_expires_at": h["lease_expires_at"], "usage": None}
     assert [t["to"] for t in w["allowed_transitions"]] == ["PLANNING"]  # as this agent sees it
     # the workflow document says the same
     assert api.get(f"/v1/workflows/{wf['id']}", tenant.owner).body["current_handoff"] == w["current_handoff"]

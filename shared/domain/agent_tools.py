@@ -22,7 +22,7 @@ from typing import Annotated, Any, get_args
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from shared.domain.agent_models import ToolFormat
-from shared.domain.models import ClaimRequest, CreateArtifactRequest, PageQuery, TransitionRequest
+from shared.domain.models import ClaimRequest, CreateArtifactRequest, PageQuery, ReleaseRequest, TransitionRequest
 
 FORMATS: tuple[str, ...] = get_args(ToolFormat)
 
@@ -85,8 +85,8 @@ TransitionArgs = _arguments(
 HeartbeatArgs = _arguments("HeartbeatArgs", workflow_id=_WORKFLOW, handoff_id=_HANDOFF)
 ReleaseArgs = _arguments(
     "ReleaseArgs", workflow_id=_WORKFLOW, handoff_id=_HANDOFF,
-    note=(Annotated[str, StringConstraints(max_length=2_000)] | None,
-          Field(description="Why you give the work back (for the client's log)")))
+    note=_from(ReleaseRequest, "note", description="Why you give the work back, for the next agent (kept on the "
+                                                   "hand-off); null for none"))
 ListEventsArgs = _arguments(
     "ListEventsArgs", workflow_id=_WORKFLOW,
     page_token=_from(PageQuery, "page_token", description="next_page_token of the previous page; null: the first"),

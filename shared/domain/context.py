@@ -81,11 +81,23 @@ def _artifact_line(artifact: Artifact) -> str:
     return f"- {artifact.name} ({artifact.id}, {artifact.content_type}, {artifact.size_bytes} bytes)"
 
 
-def _budget_line(budget_left_usd: float | None) -> str:
-    return "no budget set" if budget_left_usd is None else f"{budget_left_usd:.2f} USD"
+def _usd(amount: float) -> str:
+    return f"{amount:.2f} USD" if amount >= 0.01 or amount == 0 else f"{amount:.6f} USD"
 
 
-def instructions(playbook: Playbook | None, workflow: Workflow, *, budget_left_usd: float | None) -> str:
+def _budget_line(workflow: Workflow) -> str:
+    budget = workflow_domain.budget(workflow)
+    if budget.max_cost_usd is None:
+        return "no budget set"
+    if budget.exhausted:
+        return (f"none: {_usd(budget.spent_usd)} of {_usd(budget.max_cost_usd)} spent. Your transitions are refused "
+                "(budget_exhausted) until the owner raises the budget: release the hand-off with a note")
+    left = workflow_domain.budget_left_usd(workflow) or 0.0
+    return (f"{_usd(left)} of {_usd(budget.max_cost_usd)} ({_usd(budget.spent_usd)} spent); once it is spent, your "
+            "transitions are refused (budget_exhausted)")
+
+
+def instructions(playbook: Playbook | None, workflow: Workflow) -> str:
     lines = [playbook.body.rstrip(), ""] if playbook else [
         "# qorch workflow", "",
         f"No role works on this workflow any more: it is {workflow.state}. "
@@ -101,7 +113,7 @@ def instructions(playbook: Playbook | None, workflow: Workflow, *, budget_left_u
         f"- State: {workflow.state} ({role}), version {workflow.version}",
         f"- Retries left: {max(workflow.max_retries - workflow.retry_count, 0)} of {workflow.max_retries} (a rework "
         "that counts as a retry uses one; with none left only FAILED remains)",
-        f"- Budget left: {_budget_line(budget_left_usd)}",
+        f"- Budget left: {_budget_line(workflow)}",
         "- Description:",
         *_quoted(workflow.description or "(none)"),
     ]
@@ -128,6 +140,8 @@ def task(playbook: Playbook | None, workflow: Workflow, handoff: Handoff | None,
         elif handoff.status is HandoffStatus.PENDING:
             lines.append("Claim it before you start, and heartbeat every third of your lease.")
         lines += ["Its note:", *_quoted(handoff.note or "(none)"), ""]
+        if handoff.release_note:
+            lines += ["An agent gave it back earlier, saying:", *_quoted(handoff.release_note), ""]
     lines += ["Handed over to you:", *([_artifact_line(a) for a in handed] or ["- nothing"]), ""]
     lines += ["Earlier work products you can read:", *([_artifact_line(a) for a in earlier] or ["- none"]), ""]
     lines += [f"What to leave in {workflow.state}:", playbook.work_product[workflow.state], ""]
@@ -145,8 +159,8 @@ def history_event(event: Event, known: Mapping[str, Artifact]) -> HistoryEvent:
 
 
 def build(*, workflow: Workflow, roles: frozenset[Role], playbook: Playbook | None, handoff: Handoff | None,
-          artifacts: Mapping[str, Artifact], events: list[Event], next_page_token: str | None, sign: Signer,
-          budget_left_usd: float | None = None) -> AgentContext:
+          artifacts: Mapping[str, Artifact], events: list[Event], next_page_token: str | None,
+          sign: Signer) -> AgentContext:
     """The context of `workflow` for a caller with `roles` (already allowed to see it). `artifacts`: the workflow's
     artifacts known to the caller (its newest ones and the handed-over ones), by id; `events`: newest first; `sign`
     gives an artifact's download URL and its expiry."""
@@ -156,7 +170,7 @@ def build(*, workflow: Workflow, roles: frozenset[Role], playbook: Playbook | No
         workflow_id=workflow.id,
         role=workflow.role,
         playbook_version=playbook.version if playbook else None,
-        instructions=instructions(playbook, workflow, budget_left_usd=budget_left_usd),
+        instructions=instructions(playbook, workflow),
         task=task(playbook, workflow, handoff, handed, earlier, allowed),
         workflow=workflow_domain.view(workflow, roles),
         handoff=handoff,

@@ -146,10 +146,22 @@ def price_usage(usage: Usage | None, table: PriceTable) -> list[ModelCall]:
 
 # ---- totals ------------------------------------------------------------------------------------------------------
 
+NANOS_PER_USD = 10**9
+
+
+def nanos(usd: float | Decimal) -> int:
+    """USD as integer nano-dollars (a float through its shortest exact decimal text, `repr`), rounded half-even."""
+    amount = usd if isinstance(usd, Decimal) else Decimal(repr(usd))
+    return int(amount.quantize(NANO) * NANOS_PER_USD)
+
+
+def usd(amount_nanos: int) -> float:
+    return float(Decimal(amount_nanos).scaleb(-9))
+
 
 class UsageTotals(BaseModel):
-    """Token and cost totals over some calls; `unpriced_calls` counts the calls whose cost is unknown (null), which
-    `cost_usd` therefore leaves out."""
+    """Token and cost totals over some calls, as the API shows them; `unpriced_calls` counts the calls whose cost is
+    unknown (null), which `cost_usd` therefore leaves out."""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -158,17 +170,52 @@ class UsageTotals(BaseModel):
     unpriced_calls: int = 0
 
 
-def _money(value: float) -> Decimal:
-    return Decimal(repr(value)).quantize(NANO)  # repr: the float's shortest exact decimal text
+class Tally(BaseModel):
+    """Totals as they are stored and added: integers only (cost in nano-dollars), so sums are exact in any order and
+    the store can add them server-side (Firestore's int64 holds 9.2 billion USD)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost_nanousd: int = 0
+    unpriced_calls: int = 0
+
+    @classmethod
+    def of(cls, calls: list[ModelCall]) -> Tally:
+        """The totals of `calls` (already priced: a call whose `cost_usd` is still null counts as unpriced)."""
+        return cls(input_tokens=sum(c.input_tokens for c in calls), output_tokens=sum(c.output_tokens for c in calls),
+                   cache_read_tokens=sum(c.cache_read_tokens or 0 for c in calls),
+                   cost_nanousd=sum(nanos(c.cost_usd) for c in calls if c.cost_usd is not None),
+                   unpriced_calls=sum(1 for c in calls if c.cost_usd is None))
+
+    @classmethod
+    def of_view(cls, totals: UsageTotals | None) -> Tally:
+        if totals is None:
+            return cls()
+        return cls(input_tokens=totals.input_tokens, output_tokens=totals.output_tokens,
+                   cache_read_tokens=totals.cache_read_tokens, cost_nanousd=nanos(totals.cost_usd),
+                   unpriced_calls=totals.unpriced_calls)
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(**{name: getattr(self, name) + getattr(other, name) for name in Tally.model_fields})
+
+    def __sub__(self, other: Tally) -> Tally:
+        return Tally(**{name: getattr(self, name) - getattr(other, name) for name in Tally.model_fields})
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, name) for name in Tally.model_fields)
+
+    def counts(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in Tally.model_fields}
+
+    def view(self) -> UsageTotals:
+        return UsageTotals(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                           cache_read_tokens=self.cache_read_tokens, cost_usd=usd(self.cost_nanousd),
+                           unpriced_calls=self.unpriced_calls)
 
 
 def add(totals: UsageTotals, calls: list[ModelCall]) -> UsageTotals:
-    """`totals` plus `calls` (already priced). Exact: costs are added as decimals and rounded to the nano-dollar."""
-    cost = _money(totals.cost_usd) + sum((_money(c.cost_usd) for c in calls if c.cost_usd is not None), Decimal(0))
-    return UsageTotals(
-        input_tokens=totals.input_tokens + sum(c.input_tokens for c in calls),
-        output_tokens=totals.output_tokens + sum(c.output_tokens for c in calls),
-        cache_read_tokens=totals.cache_read_tokens + sum(c.cache_read_tokens or 0 for c in calls),
-        cost_usd=float(cost.quantize(NANO)),
-        unpriced_calls=totals.unpriced_calls + sum(1 for c in calls if c.cost_usd is None),
-    )
+    """`totals` plus `calls` (already priced), exactly (added as integer nano-dollars)."""
+    return (Tally.of_view(totals) + Tally.of(calls)).view()

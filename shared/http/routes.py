@@ -29,9 +29,14 @@ class Route:
     authenticated: bool = True
     errors: tuple[int, ...] = field(default=())
     no_content: str | None = None  # when it may also answer 204 (no body): what that means
-    # A POST honours Idempotency-Key (a repeat with the same key replays the first response) unless this says why it
-    # refuses one (then a request that sends it is 422, and nothing happens).
+    # A POST or PATCH honours Idempotency-Key (a repeat with the same key replays the first response) unless this says
+    # why it refuses one (then a request that sends it is 422, and nothing happens).
     idempotency_key_refused: str | None = None
+
+    @property
+    def writes(self) -> bool:
+        """A method that changes something: it takes an Idempotency-Key."""
+        return self.method in ("POST", "PATCH")
 
     @cached_property
     def pattern(self) -> re.Pattern[str]:
@@ -55,7 +60,11 @@ ROUTES: tuple[Route, ...] = (
           body=m.CreateWorkflowRequest, response=m.WorkflowView, status=201, errors=(402, 403)),
     Route("list_workflows", "GET", "/v1/workflows", "List the account's workflows, most recently changed first",
           query=m.ListWorkflowsQuery, response=m.WorkflowPage),
-    Route("get_workflow", "GET", _WF, "Get one workflow", response=m.WorkflowView, errors=(404,)),
+    Route("get_workflow", "GET", _WF, "Get one workflow, with its usage totals and budget", response=m.WorkflowView,
+          errors=(404,)),
+    Route("update_workflow", "PATCH", _WF,
+          "Change a workflow's title, description, labels, max_retries or budget (owner only); one event per change",
+          body=m.UpdateWorkflowRequest, response=m.UpdateResult, errors=(403, 404)),
     Route("transition_workflow", "POST", _WF + "/transitions", "Move a workflow to another state",
           body=m.TransitionRequest, response=m.ChangeResult, errors=(403, 404, 409)),
     Route("rollback_workflow", "POST", _WF + "/rollback",
