@@ -279,6 +279,26 @@ def test_release_puts_the_work_back_at_its_place_in_the_queue(api, tenant):
     assert newer != older
 
 
+def test_a_release_note_is_kept_for_the_next_agent_until_the_next_release(api, tenant, clock):
+    from shared.runtime import clock as product_clock
+    from shared.services.handoffs import release_expired_leases
+
+    wf = api.create(tenant)["id"]
+    first = agent(api, tenant, Q, "first")
+    h = first.claim(expect=200).body["handoff"]
+    assert h["release_note"] is None
+    r = first.release(wf, h["id"], note="I cannot reach the customer's site")
+    assert r.status == 200 and r.body["release_note"] == "I cannot reach the customer's site"
+    second = agent(api, tenant, Q, "second")
+    assert second.claim(expect=200, lease_seconds=30).body["handoff"]["release_note"] == r.body["release_note"]
+    clock.advance(31)
+    assert release_expired_leases(api.store, now=product_clock.now()) == 1  # a lapsed lease keeps it
+    third = agent(api, tenant, Q, "third")
+    assert third.claim(expect=200).body["handoff"]["release_note"] == r.body["release_note"]
+    assert third.release(wf, h["id"]).body["release_note"] is None  # a release without a note says nothing
+    assert_refused(api, lambda: third.release(wf, h["id"], note="x" * 2001), 422, "validation_error")
+
+
 def test_an_owner_may_release_anyones_claim(api, tenant):
     wf = api.create(tenant)
     h = agent(api, tenant, Q, "stuck").claim(expect=200).body["handoff"]

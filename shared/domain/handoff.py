@@ -188,10 +188,10 @@ def heartbeat(handoff: Handoff, *, key_id: str, agent_id: str, lease_seconds: in
 
 
 def release(handoff: Handoff, *, key_id: str, agent_id: str, is_owner: bool, note: str | None = None) -> Handoff:
-    """Give the work back: PENDING again, at its original place in the queue, with the releaser's note if any. An
+    """Give the work back: PENDING again, at its original place in the queue, with the releaser's note (or none). An
     owner may release any claim."""
     if handoff.status is not HandoffStatus.CLAIMED or not (is_owner or holds(handoff, key_id, agent_id)):
         raise _lost(handoff)
     return handoff.model_copy(update={"status": HandoffStatus.PENDING, "claimed_by": None, "agent_id": None,
-                                      "claimed_at": None, "lease_seconds": None, "lease_expires_at": None}
-                              | ({"release_note": note} if note is not None else {}))
+                                      "claimed_at": None, "lease_seconds": None, "lease_expires_at": None,
+                                      "release_note": note})

@@ -106,8 +106,8 @@ class Workflow(BaseModel):
     max_cost_usd: float | None = None  # the budget (None: none)
     usage: UsageRecord = Field(default_factory=UsageRecord)
 
-    def to_document(self) -> dict:
-        doc = self.model_dump(mode="python")
+    def to_document(self, *, exclude: set[str] | None = None) -> dict:
+        doc = self.model_dump(mode="python", exclude=exclude)
         # One array of "key:value" pairs lets `label=k:v` be a single array-contains query with a fixed index.
         doc["label_pairs"] = [f"{k}:{v}" for k, v in sorted(self.labels.items())]
         return doc

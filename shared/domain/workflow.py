@@ -160,14 +160,19 @@ def update(workflow: Workflow, request: UpdateWorkflowRequest, *, actor: str,
 # ---- what the AI work costs, and the budget ----------------------------------------------------------------------
 
 
-def budget(workflow: Workflow) -> Budget:
-    spent = workflow.usage.total.cost_nanousd
-    limit = workflow.max_cost_usd
-    return Budget(max_cost_usd=limit, spent_usd=usd(spent), exhausted=limit is not None and spent >= nanos(limit))
-
-
 def exhausted(workflow: Workflow | None) -> bool:
-    return workflow is not None and budget(workflow).exhausted
+    """The recorded cost has reached the budget (compared in integer nano-dollars: exact at the boundary)."""
+    return (workflow is not None and workflow.max_cost_usd is not None
+            and workflow.usage.total.cost_nanousd >= nanos(workflow.max_cost_usd))
+
+
+def _budget(workflow: Workflow) -> dict:
+    return {"max_cost_usd": workflow.max_cost_usd, "spent_usd": usd(workflow.usage.total.cost_nanousd),
+            "exhausted": exhausted(workflow)}
+
+
+def budget(workflow: Workflow) -> Budget:
+    return Budget(**_budget(workflow))
 
 
 def budget_left_usd(workflow: Workflow) -> float | None:
@@ -246,9 +251,18 @@ def replay(events: list[Event]) -> tuple[State, Role | None, int]:
     return state, sm.role_of(state), retry_count
 
 
+def _totals(tally: Tally) -> dict:
+    return {"input_tokens": tally.input_tokens, "output_tokens": tally.output_tokens,
+            "cache_read_tokens": tally.cache_read_tokens, "cost_usd": usd(tally.cost_nanousd),
+            "unpriced_calls": tally.unpriced_calls}
+
+
+def _usage(record: UsageRecord) -> dict:
+    return _totals(record.total) | {"by_role": {role: _totals(t) for role, t in sorted(record.by_role.items())}}
+
+
 def usage_view(record: UsageRecord) -> WorkflowUsage:
-    return WorkflowUsage(**record.total.view().model_dump(),
-                         by_role={role: tally.view() for role, tally in sorted(record.by_role.items())})
+    return WorkflowUsage(**_usage(record))
 
 
 def view(workflow: Workflow, roles: frozenset[Role]) -> WorkflowView:
@@ -257,6 +271,6 @@ def view(workflow: Workflow, roles: frozenset[Role]) -> WorkflowView:
         **workflow.model_dump(exclude={"account_id", "usage", "max_cost_usd"}),
         allowed_transitions=[AllowedTransition(to=t.target, kind=t.kind.value, counts_as_retry=t.counts_as_retry)
                              for t in allowed],
-        usage=usage_view(workflow.usage),
-        budget=budget(workflow),
+        usage=_usage(workflow.usage),  # plain data, validated with the view in one pass
+        budget=_budget(workflow),
     )

@@ -63,8 +63,12 @@ class Change:
                    guard, handoff=handoff)
 
 
+# Event fields most events leave empty: stored only when set (a missing one reads as its default).
+_SPARSE_EVENT_FIELDS = ("usage", "playbook_version", "changes")
+
+
 def event_document(event: Event) -> dict[str, Any]:
-    return event.model_dump(mode="python")
+    return event.model_dump(mode="python", exclude={f for f in _SPARSE_EVENT_FIELDS if getattr(event, f) is None})
 
 
 def handoff_document(handoff: Handoff, workflow: Workflow) -> tuple[dict[str, Any], list[str]]:
@@ -91,8 +95,10 @@ def stage(store: Store, writes: Writes, change: Change) -> Workflow:
     if change.before is None:
         writes.create(wf_key, after.to_document())
     else:
-        old = change.before.to_document()
-        fields = {name: value for name, value in after.to_document().items() if old.get(name) != value}
+        # The usage record is left out of the comparison when the change kept it (most changes do).
+        kept = {"usage"} if after.usage is change.before.usage else None
+        old = change.before.to_document(exclude=kept)
+        fields = {name: value for name, value in after.to_document(exclude=kept).items() if old.get(name) != value}
         if change.handoff is not None:
             fields["current_handoff"] = after.model_dump(mode="python")["current_handoff"]  # always: it mirrors it
         writes.update(wf_key, fields, if_updated_at=guarded.get(wf_key))
@@ -146,8 +152,8 @@ def stage(store: Store, writes: Writes, change: Change) -> Workflow:
         writes.update(account_key, {}, add={"active_workflows": delta}, if_updated_at=None)
 
     # The account's usage totals of the month: what this change added to the workflow's.
-    added = after.usage.total - (change.before.usage.total if change.before is not None else Tally())
-    if added:
+    was = change.before.usage.total if change.before is not None else Tally()
+    if after.usage.total != was and (added := after.usage.total - was):
         assert after.usage.reported_at is not None, "the domain stamps the usage it adds"
         month = after.usage.reported_at.strftime("%Y-%m")
         writes.add_to(store.usage_month(account_id, month), added.counts(), fields={"month": month})

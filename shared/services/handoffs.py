@@ -209,7 +209,7 @@ def release_expired_leases(store: Store, *, now: datetime | None = None, limit: 
         handoff = Handoff.model_validate(doc.data)
         if domain.lease_live(handoff, at) or doc.account_id is None:
             continue
-        pending = domain.release(handoff, key_id="", agent_id="", is_owner=True)
+        pending = domain.release(handoff, key_id="", agent_id="", is_owner=True, note=handoff.release_note)
         writes = Writes()
         stage(store, writes, Change.of_handoff(doc.account_id, _workflow_copy(doc), pending, guard=doc))
         released += commits.write_once(store, writes)
