@@ -95,9 +95,10 @@ def stage(store: Store, writes: Writes, change: Change) -> Workflow:
     if change.before is None:
         writes.create(wf_key, after.to_document())
     else:
-        # The usage record is left out of the comparison when the change kept it (most changes do).
+        # The workflow as stored: the document read, when it is the guard (a state change, an update); else the copy
+        # it was read from, dumped. The usage record is left out of the comparison when the change kept it.
         kept = {"usage"} if after.usage is change.before.usage else None
-        old = change.before.to_document(exclude=kept)
+        old = guard.data if guard.key == wf_key and guard.data is not None else change.before.to_document(exclude=kept)
         fields = {name: value for name, value in after.to_document(exclude=kept).items() if old.get(name) != value}
         if change.handoff is not None:
             fields["current_handoff"] = after.model_dump(mode="python")["current_handoff"]  # always: it mirrors it
