@@ -104,7 +104,8 @@ def on_change(before: Workflow, after: Workflow, event: Event, now: datetime) ->
     elif current is None or sm.role_of(after.state) is not sm.role_of(before.state):
         close, open_new, carried = HandoffStatus.COMPLETED, True, _dedupe(before.outgoing_artifacts + event.artifacts)
     else:  # within one role: the hand-off stays open, and what it produced waits for the next one
-        moved = after.model_copy(update={"current_handoff": current.model_copy(update={"usage": None}),
+        kept = current if current.usage is None else current.model_copy(update={"usage": None})
+        moved = after.model_copy(update={"current_handoff": kept,
                                          "outgoing_artifacts": _dedupe(before.outgoing_artifacts + event.artifacts)})
         return Effect(workflow=moved, kept=current.id, at=now, seq=event.seq)
     opened = _open(after, event, from_state=before.state, artifacts=carried, now=now) if open_new else None

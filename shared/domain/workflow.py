@@ -268,7 +268,7 @@ def usage_view(record: UsageRecord) -> WorkflowUsage:
 def view(workflow: Workflow, roles: frozenset[Role]) -> WorkflowView:
     allowed = sm.allowed_transitions(workflow.state, workflow.retry_count, workflow.max_retries, roles)
     return WorkflowView(
-        **workflow.model_dump(exclude={"account_id", "usage", "max_cost_usd"}),
+        **workflow.model_dump(exclude={"account_id", "plan", "outgoing_artifacts", "usage", "max_cost_usd"}),
         allowed_transitions=[AllowedTransition(to=t.target, kind=t.kind.value, counts_as_retry=t.counts_as_retry)
                              for t in allowed],
         usage=_usage(workflow.usage),  # plain data, validated with the view in one pass

@@ -153,8 +153,8 @@ def stage(store: Store, writes: Writes, change: Change) -> Workflow:
         writes.update(account_key, {}, add={"active_workflows": delta}, if_updated_at=None)
 
     # The account's usage totals of the month: what this change added to the workflow's.
-    was = change.before.usage.total if change.before is not None else Tally()
-    if after.usage.total != was and (added := after.usage.total - was):
+    was = change.before.usage if change.before is not None else None
+    if after.usage is not was and (added := after.usage.total - (was.total if was is not None else Tally())):
         assert after.usage.reported_at is not None, "the domain stamps the usage it adds"
         month = after.usage.reported_at.strftime("%Y-%m")
         writes.add_to(store.usage_month(account_id, month), added.counts(), fields={"month": month})

@@ -21,7 +21,6 @@ from shared.domain.models import (
     EventPage,
     RollbackRequest,
     TransitionRequest,
-    UpdateResult,
     UpdateWorkflowRequest,
     Workflow,
     WorkflowPage,
@@ -170,15 +169,14 @@ def change_workflow(
                                   current_version=workflow.version)
         moved, event = decide(workflow, docs, at)
         writes = Writes()
-        if event is None:
-            return UpdateResult(workflow=domain.view(workflow, principal.roles), event=None).model_dump(mode="json"), \
-                writes
-        event = domain.fold_pending(workflow, event)
-        effect = handoff_domain.on_change(workflow, moved, event, at)
-        stored = stage(store, writes, Change(principal.account_id, workflow, effect.workflow, guard=docs[wf_key],
-                                             event=event, handoffs=effect))
-        result = UpdateResult(workflow=domain.view(stored, principal.roles), event=event)
-        return result.model_dump(mode="json"), writes
+        if event is not None:
+            event = domain.fold_pending(workflow, event)
+            effect = handoff_domain.on_change(workflow, moved, event, at)
+            workflow = stage(store, writes, Change(principal.account_id, workflow, effect.workflow,
+                                                   guard=docs[wf_key], event=event, handoffs=effect))
+        # {workflow, event} (`ChangeResult`; `UpdateResult` when there may be no event), each part dumped as is.
+        return {"workflow": domain.view(workflow, principal.roles).model_dump(mode="json"),
+                "event": event.model_dump(mode="json") if event is not None else None}, writes
 
     return commits.change(store, principal.account_id, idem, [wf_key, *extra_keys], change,
                           busy="The workflow is changing too fast; read it again and retry.",
@@ -191,7 +189,7 @@ def transition_workflow(
 ) -> Outcome:
     artifact_keys = {a: store.artifact(principal.account_id, workflow_id, a) for a in request.artifacts}
     settings = config()
-    calls = pricing.price_usage(request.usage, settings.prices)
+    calls = pricing.price_usage(request.usage, settings.prices) if request.usage is not None else []
 
     def decide(workflow: Workflow, docs: dict[Key, Doc], at: datetime) -> tuple[Workflow, Event]:
         moved, event = domain.transition(workflow, request.to, roles=principal.roles, actor=principal.key_id,
