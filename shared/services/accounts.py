@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from shared.adapters.firestore import Doc, Store, Writes
 from shared.domain import billing
 from shared.domain import members as people
 from shared.domain.errors import NotFound, ValidationFailed
-from shared.domain.models import Account, AccountUsage, AccountView, ApiKey, PlanLimits
+from shared.domain.models import Account, AccountUsage, AccountView, ApiKey, MonthUsage, PlanLimits
+from shared.domain.pricing import Tally
 from shared.domain.state_machine import Role
 from shared.runtime import clock
 from shared.runtime.config import config
@@ -66,13 +69,19 @@ def set_account(store: Store, account_id: str, *, plan: str | None = None, entit
     return commits.run(store, attempt, busy=f"Account {account_id} is changing too fast; retry.")
 
 
-def account_view(account: Account, at: datetime) -> dict:
-    """GET /v1/account's answer: plan, entitlement (and why), the plan's limits and current usage."""
-    standing = billing.standing(account, config().plans, at, timedelta(days=config().billing_grace_days))
+def account_view(account: Account, at: datetime, used: Mapping[str, Any] | None = None) -> dict:
+    """GET /v1/account's answer: plan, entitlement (and why), the plan's limits and usage: active workflows, and this
+    month's totals as the workflows' commits keep them (`used`: the month's usage document, None when there is
+    none yet)."""
+    settings = config()
+    used = used or {}
+    this_month = Tally(**{name: used.get(name, 0) for name in Tally.model_fields}).view()
+    standing = billing.standing(account, settings.plans, at, timedelta(days=settings.billing_grace_days))
     view = AccountView(
         id=account.id, name=account.name, plan=standing.plan_name, entitlement=standing.entitlement,
         limits=PlanLimits(**standing.plan.limits()) if standing.plan else None,
-        usage=AccountUsage(active_workflows=account.active_workflows))
+        usage=AccountUsage(active_workflows=account.active_workflows,
+                           this_month=MonthUsage(month=at.strftime("%Y-%m"), **this_month.model_dump())))
     return view.model_dump(mode="json")
 
 
