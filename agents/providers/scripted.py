@@ -1,0 +1,169 @@
+"""A scripted "model": a deterministic build, with no network and no API key (the demo and the tests use it).
+
+It plays the part through the same tools a real model uses: it asks for the context, reads what was handed over,
+writes its role's artifact (requirements, plan, design, a small code change, a test report, a verification report,
+a deployment record) and makes one transition. The tester's first report fails, so the work goes back to
+IMPLEMENTATION with the failure; once the developer has reworked it, the next report passes. Each call reports
+usage figures, priced here (the model name `scripted` is in no price table).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from agents.providers import ModelReply, ToolCall, ToolResult, usage_entry
+
+# A made-up price, in the range of today's mid-size models, so the demo shows what a run would cost.
+PRICE_IN, PRICE_OUT = 3.0 / 1e6, 15.0 / 1e6
+FORWARD = {"DISCOVERY": "PLANNING", "PLANNING": "DESIGN", "DESIGN": "IMPLEMENTATION", "IMPLEMENTATION": "TESTING",
+           "TESTING": "VERIFICATION", "VERIFICATION": "REVIEW", "DEPLOYMENT": "COMPLETED"}
+WORKFLOW_ID = re.compile(r"\bwf_[A-Za-z0-9]+")
+
+
+class ScriptedProvider:
+    name = "scripted"
+    tool_format = None  # it knows the tools by heart
+
+    def __init__(self, model: str = "scripted") -> None:
+        self.model = model
+
+    def conversation(self, system: str, task: str, tools: list[dict[str, Any]]) -> ScriptedConversation:
+        return ScriptedConversation(self.model, system, task)
+
+
+class ScriptedConversation:
+    def __init__(self, model: str, system: str, task: str) -> None:
+        self.model = model
+        found = WORKFLOW_ID.search(task)
+        self.workflow_id = found.group(0) if found else ""
+        self.read = len(system) + len(task)  # characters "read" so far: the usage figures grow with the talk
+        self.context: dict[str, Any] | None = None
+        self.handed_over: list[dict[str, Any]] = []
+        self.written: dict[str, Any] | None = None
+        self.failure: str | None = None
+        self.turn = 0
+        self.nudged = False
+
+    # ---- the model's turns -------------------------------------------------------------------------------------
+
+    def next(self) -> ModelReply:
+        self.turn += 1
+        call = self._decide()
+        said = json.dumps(call.arguments) if call else ""
+        # Deterministic figures: about four characters per token, plus the fixed cost of a prompt and a reply.
+        tokens_in, tokens_out = 900 + self.read // 4, 40 + len(said) // 4
+        usage = usage_entry(self.model, tokens_in, tokens_out, 0,
+                            round(tokens_in * PRICE_IN + tokens_out * PRICE_OUT, 6))
+        return ModelReply(tool_calls=[call] if call else [], text="" if call else "Done.", usage=usage)
+
+    def _decide(self) -> ToolCall | None:
+        wid = self.workflow_id
+        if self.failure is not None:
+            if self.context and self.context.get("handoff"):
+                return self._call("release", workflow_id=wid, handoff_id=self.context["handoff"]["id"],
+                                  note=f"Scripted agent gave up: {self.failure}")
+            return None
+        if self.context is None:
+            return self._call("get_context", workflow_id=wid)
+        if self.handed_over:
+            ref = self.handed_over.pop(0)
+            return self._call("read_artifact", workflow_id=wid, artifact_id=ref["id"])
+        if self.written is None:
+            name, content = artifact_for(self.context)
+            return self._call("write_artifact", workflow_id=wid, name=name, content=content, content_type=None)
+        to, note = transition_for(self.context, self.written["name"])
+        return self._call("transition", workflow_id=wid, to=to, note=note, reason=None,
+                          artifacts=[self.written["artifact_id"]], expected_version=None)
+
+    def _call(self, name: str, **arguments: Any) -> ToolCall:
+        return ToolCall(f"call_{self.turn}_{name}", name, arguments)
+
+    # ---- what the tools answered -------------------------------------------------------------------------------
+
+    def add_tool_results(self, results: list[tuple[ToolCall, ToolResult]]) -> None:
+        for call, result in results:
+            text = result.text()
+            self.read += len(text)
+            answer = json.loads(text)
+            if not result.ok:
+                self.failure = f"{call.name}: {answer['error']['code']}"
+            elif call.name == "get_context":
+                self.context = answer
+                # only the newest artifact handed over is read (the developer reads the failing test report)
+                self.handed_over = list(answer.get("handed_over") or [])[:1]
+            elif call.name == "write_artifact":
+                self.written = answer
+
+    def add_user_text(self, text: str) -> None:
+        self.read += len(text)
+        self.nudged = True
+
+
+# ---- the build -------------------------------------------------------------------------------------------------
+
+
+def attempt(context: dict[str, Any]) -> int:
+    return int(context["workflow"].get("retry_count") or 0) + 1
+
+
+def tests_fail(context: dict[str, Any]) -> bool:
+    """The first test run fails, if the workflow may still go back to IMPLEMENTATION."""
+    allowed = {t["to"] for t in context.get("allowed_transitions") or []}
+    return attempt(context) == 1 and "IMPLEMENTATION" in allowed
+
+
+def artifact_for(context: dict[str, Any]) -> tuple[str, str]:
+    wf = context["workflow"]
+    title, description, state, n = wf["title"], wf.get("description") or "", wf["state"], attempt(context)
+    if state == "DISCOVERY":
+        return "requirements.md", (
+            f"# Requirements: {title}\n\n{description}\n\n## Must have\n"
+            "- R1. A catalogue of products with prices.\n- R2. A cart whose total applies discounts.\n"
+            "- R3. Checkout that charges the cart total.\n\n## Acceptance\n"
+            "- The cart total is exact to the cent, with and without a discount.\n")
+    if state == "PLANNING":
+        return "plan.md", (
+            f"# Plan: {title}\n\n1. Catalogue (R1).\n2. Cart and discounts (R2).\n3. Checkout (R3).\n\n"
+            "Each milestone ships with tests; the cart's arithmetic is in integer cents.\n")
+    if state == "DESIGN":
+        return "design.md", (
+            f"# Design: {title}\n\n- `cart.py`: `total_cents(items, discount_percent)` -> int.\n"
+            "- Money is integer cents everywhere; rounding happens once, half up.\n"
+            "- `checkout.py` charges `total_cents` through the payment provider.\n")
+    if state == "IMPLEMENTATION":
+        fixed = n > 1
+        body = ("    gross = sum(item.price_cents * item.quantity for item in items)\n"
+                + ("    return (gross * (100 - discount_percent) + 50) // 100\n" if fixed else
+                   "    return int(gross * (1 - discount_percent / 100))\n"))
+        return f"change-{n}.diff", (
+            "--- /dev/null\n+++ b/cart.py\n@@ -0,0 +1,3 @@\n"
+            "+def total_cents(items, discount_percent=0):\n" + "".join(f"+{line}\n" for line in body.splitlines()))
+    if state == "TESTING":
+        if tests_fail(context):
+            return f"test-report-{n}.md", (
+                f"# Test report {n}: FAIL\n\n| case | result |\n|---|---|\n| test_total_without_discount | pass |\n"
+                "| test_total_with_discount | FAIL: 10% off 19.95 expected 17.96, got 17.95 (truncated, not "
+                "rounded) |\n| test_checkout_charges_total | pass |\n")
+        return f"test-report-{n}.md", (
+            f"# Test report {n}: PASS\n\n| case | result |\n|---|---|\n| test_total_without_discount | pass |\n"
+            "| test_total_with_discount | pass |\n| test_checkout_charges_total | pass |\n")
+    if state == "VERIFICATION":
+        return "verification.md", (
+            f"# Verification: {title}\n\nR1 met, R2 met (cart total rounds half up, in cents), R3 met.\n"
+            "The build matches the plan.\n")
+    if state == "DEPLOYMENT":
+        return "deployment.md", f"# Deployment: {title}\n\nReleased version 1.0.0 to production; smoke test passed.\n"
+    raise ValueError(f"the scripted agent has no work for {state}")
+
+
+def transition_for(context: dict[str, Any], written: str) -> tuple[str, str]:
+    state = context["workflow"]["state"]
+    if state == "TESTING" and tests_fail(context):
+        return "IMPLEMENTATION", (f"Tests failed: test_total_with_discount (10% off 19.95 expected 17.96, got "
+                                  f"17.95: the total is truncated, not rounded). See {written}.")
+    notes = {"DISCOVERY": "Requirements gathered", "PLANNING": "Plan ready", "DESIGN": "Design ready",
+             "IMPLEMENTATION": "Change ready for testing", "TESTING": "All tests pass",
+             "VERIFICATION": "Matches the plan", "DEPLOYMENT": "Live"}
+    return FORWARD[state], f"{notes[state]}: see {written}."
