@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint fmt docs admin cleanup deploy-files deploy clean
+.PHONY: run test demo bench lint fmt docs admin cleanup deploy-files deploy clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-agents.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# A whole build by scripted AI agents, DISCOVERY to COMPLETED, on `make run`'s stack or one of its own (< 1 min).
+demo: $(STAMP)
+	$(PY) -m tools.demo
 
 bench: $(STAMP)
 	$(PY) -m bench

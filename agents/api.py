@@ -50,6 +50,7 @@ class QorchApi:
     api_key: str = field(repr=False)  # never printed: the dataclass repr leaves it out
     timeout: float = 30.0
     _http: httpx2.Client = field(init=False, repr=False)
+    _release_notes: bool = field(init=False, default=True)  # until the server says it takes no release note
 
     def __post_init__(self) -> None:
         root = self.base_url.rstrip("/")
@@ -121,19 +122,20 @@ class QorchApi:
         return self._json("POST", f"/workflows/{workflow_id}/handoffs/{handoff_id}/heartbeat", body=body)
 
     def release(self, workflow_id: str, handoff_id: str, agent_id: str, note: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"agent_id": agent_id}
-        if note:
-            body["note"] = note
+        """Give a hand-off back. The contract lets a release carry a note; a server that takes none refuses the
+        field by name, and the release matters more than its note: it is sent again without it (and the note only
+        logged) from then on."""
         path = f"/workflows/{workflow_id}/handoffs/{handoff_id}/release"
-        try:
-            return self._json("POST", path, body=body, keyed=True)
-        except ApiError as exc:
-            # The contract lets a release carry a note; a server that does not take one refuses the field by name.
-            # The release itself matters more than its note, so it is sent again without it (the note is logged).
-            if note and exc.code == "validation_error" and _names_field(exc, "note"):
-                log.info("release note not accepted by this server: %s", note)
-                return self._json("POST", path, body={"agent_id": agent_id}, keyed=True)
-            raise
+        if note and self._release_notes:
+            try:
+                return self._json("POST", path, body={"agent_id": agent_id, "note": note}, keyed=True)
+            except ApiError as exc:
+                if not (exc.code == "validation_error" and _names_field(exc, "note")):
+                    raise
+                self._release_notes = False
+        if note:
+            log.info("release of %s: %s", handoff_id, note)
+        return self._json("POST", path, body={"agent_id": agent_id}, keyed=True)
 
     def context(self, workflow_id: str, *, events: int | None = None, page_token: str | None = None) -> dict:
         return self._json("GET", f"/workflows/{workflow_id}/context",

@@ -56,6 +56,7 @@ class Settings:
     max_turns: int = 20
     max_invalid: int = 3
     max_handoffs: int | None = None  # stop after working on this many claims (tests, batch jobs); None: forever
+    failure_backoff: float = 5.0  # first pause after a failed step (doubling, up to 5 min): a model API that is down
 
 
 @dataclass
@@ -167,7 +168,7 @@ class Runner:
                 log.exception("%s: unexpected error on %s", agent_id, claimed["handoff"]["id"])
                 failed = True
             # A model API that fails would otherwise make this worker claim and release the same work in a loop.
-            backoff = min(max(5.0, backoff * 2), MAX_IDLE_BACKOFF) if failed else 0.0
+            backoff = min(max(self.settings.failure_backoff, backoff * 2), MAX_IDLE_BACKOFF) if failed else 0.0
             if backoff:
                 self.stopping.wait(backoff)
 

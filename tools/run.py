@@ -7,15 +7,19 @@ and serves every HTTP function under its /v1 path on http://127.0.0.1:${PORT:-80
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tools.emulator import Emulator, MissingPrerequisite
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY_FILE = ROOT / ".qorch" / "dev-api-key"
+STACK_FILE = ROOT / ".qorch" / "stack.json"
 DEV_ACCOUNT = "acct_dev"
 
 
@@ -43,48 +47,71 @@ def _stop_on_signal(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM/SIGHUP clean up exactly like Ctrl-C: the emulator must not outlive us
 
 
-def main() -> int:
-    signal.signal(signal.SIGTERM, _stop_on_signal)
-    signal.signal(signal.SIGHUP, _stop_on_signal)
-    port = int(os.environ.get("PORT", "8080"))
-    emulator = None
-    if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        try:
+@contextmanager
+def backends() -> Iterator[None]:
+    """The Firestore emulator (unless FIRESTORE_EMULATOR_HOST is set) and moto as the local S3 endpoint (unless
+    QORCH_S3_BUCKET is set), with this process's environment pointed at them; stopped on the way out. Raises
+    MissingPrerequisite when the emulator cannot run here."""
+    emulator = s3 = None
+    try:
+        if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
             print("Starting the Firestore emulator…", flush=True)
             emulator = Emulator().start()
-        except MissingPrerequisite as exc:
-            print(f"\n{exc}", file=sys.stderr)
-            return 2
-        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
-    os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "qorch-local")
-    s3 = None
-    try:
+            os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
+        os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "qorch-local")
         if not os.environ.get("QORCH_S3_BUCKET"):  # artifacts: moto as the local S3 endpoint, bucket created
             from tools.locals3 import LocalS3
 
             s3 = LocalS3().start()
-        key = bootstrap_dev_account()
-        print(
-            f"\nFirestore emulator: {os.environ['FIRESTORE_EMULATOR_HOST']} (project "
-            f"{os.environ['GOOGLE_CLOUD_PROJECT']})\n"
-            f"Object store (artifacts): {os.environ.get('QORCH_S3_ENDPOINT_URL', 'AWS S3')} bucket "
-            f"{os.environ['QORCH_S3_BUCKET']}{' (moto)' if s3 else ''}\n"
-            f"Dev account: {DEV_ACCOUNT} (plan dev, entitled)\n"
-            f"Owner API key (also in {KEY_FILE.relative_to(ROOT)}):\n  {key}\n"
-            f"Serving http://127.0.0.1:{port}/v1  (Ctrl-C stops everything)\n",
-            flush=True,
-        )
-        from tools.router import create_app
-
-        create_app().run(host="127.0.0.1", port=port, threaded=True)
-    except KeyboardInterrupt:
-        pass
+        yield
     finally:
         if s3:
             s3.stop()
         if emulator:
             emulator.stop()
             print("Stopped the Firestore emulator.", flush=True)
+
+
+@contextmanager
+def announced(api_url: str) -> Iterator[None]:
+    """While the product serves, .qorch/stack.json says where (API, emulator, project), so that `make demo` in
+    another terminal uses this stack instead of starting its own."""
+    STACK_FILE.parent.mkdir(exist_ok=True)
+    STACK_FILE.write_text(json.dumps({"api_url": api_url, "pid": os.getpid(),
+                                      "firestore_emulator_host": os.environ["FIRESTORE_EMULATOR_HOST"],
+                                      "google_cloud_project": os.environ["GOOGLE_CLOUD_PROJECT"]}) + "\n")
+    try:
+        yield
+    finally:
+        STACK_FILE.unlink(missing_ok=True)
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGHUP, _stop_on_signal)
+    port = int(os.environ.get("PORT", "8080"))
+    try:
+        with backends():
+            key = bootstrap_dev_account()
+            print(
+                f"\nFirestore emulator: {os.environ['FIRESTORE_EMULATOR_HOST']} (project "
+                f"{os.environ['GOOGLE_CLOUD_PROJECT']})\n"
+                f"Object store (artifacts): {os.environ.get('QORCH_S3_ENDPOINT_URL', 'AWS S3')} bucket "
+                f"{os.environ['QORCH_S3_BUCKET']}\n"
+                f"Dev account: {DEV_ACCOUNT} (plan dev, entitled)\n"
+                f"Owner API key (also in {KEY_FILE.relative_to(ROOT)}):\n  {key}\n"
+                f"Serving http://127.0.0.1:{port}/v1  (Ctrl-C stops everything)\n",
+                flush=True,
+            )
+            from tools.router import create_app
+
+            with announced(f"http://127.0.0.1:{port}"):
+                create_app().run(host="127.0.0.1", port=port, threaded=True)
+    except MissingPrerequisite as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

@@ -1,8 +1,9 @@
 """A scripted "model": a deterministic build, with no network and no API key (the demo and the tests use it).
 
 It plays the part through the same tools a real model uses: it asks for the context, reads what was handed over,
-writes its role's artifact (requirements, plan, design, a small code change, a test report, a verification report,
-a deployment record) and makes one transition. The tester's first report fails, so the work goes back to
+writes its role's artifacts as the playbooks name them (requirements.md, plan.md, design.md, a small code change
+as change.patch with implementation-notes.md, test-report.md, verification-report.md, deployment-record.md) and
+makes one transition. The tester's first report fails, so the work goes back to
 IMPLEMENTATION with the failure; once the developer has reworked it, the next report passes. Each call reports
 usage figures, priced here (the model name `scripted` is in no price table).
 """
@@ -41,7 +42,8 @@ class ScriptedConversation:
         self.read = len(system) + len(task)  # characters "read" so far: the usage figures grow with the talk
         self.context: dict[str, Any] | None = None
         self.handed_over: list[dict[str, Any]] = []
-        self.written: dict[str, Any] | None = None
+        self.to_write: list[tuple[str, str]] | None = None
+        self.written: list[dict[str, Any]] = []
         self.failure: str | None = None
         self.turn = 0
         self.nudged = False
@@ -70,12 +72,14 @@ class ScriptedConversation:
         if self.handed_over:
             ref = self.handed_over.pop(0)
             return self._call("read_artifact", workflow_id=wid, artifact_id=ref["id"])
-        if self.written is None:
-            name, content = artifact_for(self.context)
+        if self.to_write is None:
+            self.to_write = artifacts_for(self.context)
+        if len(self.written) < len(self.to_write):
+            name, content = self.to_write[len(self.written)]
             return self._call("write_artifact", workflow_id=wid, name=name, content=content, content_type=None)
-        to, note = transition_for(self.context, self.written["name"])
+        to, note = transition_for(self.context, [w["name"] for w in self.written])
         return self._call("transition", workflow_id=wid, to=to, note=note, reason=None,
-                          artifacts=[self.written["artifact_id"]], expected_version=None)
+                          artifacts=[w["artifact_id"] for w in self.written], expected_version=None)
 
     def _call(self, name: str, **arguments: Any) -> ToolCall:
         return ToolCall(f"call_{self.turn}_{name}", name, arguments)
@@ -94,7 +98,7 @@ class ScriptedConversation:
                 # only the newest artifact handed over is read (the developer reads the failing test report)
                 self.handed_over = list(answer.get("handed_over") or [])[:1]
             elif call.name == "write_artifact":
-                self.written = answer
+                self.written.append(answer)
 
     def add_user_text(self, text: str) -> None:
         self.read += len(text)
@@ -114,56 +118,62 @@ def tests_fail(context: dict[str, Any]) -> bool:
     return attempt(context) == 1 and "IMPLEMENTATION" in allowed
 
 
-def artifact_for(context: dict[str, Any]) -> tuple[str, str]:
+def artifacts_for(context: dict[str, Any]) -> list[tuple[str, str]]:
+    """The work product of the step, named as the role's playbook asks."""
     wf = context["workflow"]
     title, description, state, n = wf["title"], wf.get("description") or "", wf["state"], attempt(context)
     if state == "DISCOVERY":
-        return "requirements.md", (
+        return [("requirements.md", (
             f"# Requirements: {title}\n\n{description}\n\n## Must have\n"
             "- R1. A catalogue of products with prices.\n- R2. A cart whose total applies discounts.\n"
             "- R3. Checkout that charges the cart total.\n\n## Acceptance\n"
-            "- The cart total is exact to the cent, with and without a discount.\n")
+            "- The cart total is exact to the cent, with and without a discount.\n"))]
     if state == "PLANNING":
-        return "plan.md", (
+        return [("plan.md", (
             f"# Plan: {title}\n\n1. Catalogue (R1).\n2. Cart and discounts (R2).\n3. Checkout (R3).\n\n"
-            "Each milestone ships with tests; the cart's arithmetic is in integer cents.\n")
+            "Acceptance criteria: AC1 catalogue lists prices (R1); AC2 cart total exact to the cent with a discount "
+            "(R2); AC3 checkout charges the total (R3).\n"))]
     if state == "DESIGN":
-        return "design.md", (
+        return [("design.md", (
             f"# Design: {title}\n\n- `cart.py`: `total_cents(items, discount_percent)` -> int.\n"
-            "- Money is integer cents everywhere; rounding happens once, half up.\n"
-            "- `checkout.py` charges `total_cents` through the payment provider.\n")
+            "- Money is integer cents everywhere; rounding happens once, half up (AC2).\n"
+            "- `checkout.py` charges `total_cents` through the payment provider (AC3).\n"))]
     if state == "IMPLEMENTATION":
         fixed = n > 1
         body = ("    gross = sum(item.price_cents * item.quantity for item in items)\n"
                 + ("    return (gross * (100 - discount_percent) + 50) // 100\n" if fixed else
                    "    return int(gross * (1 - discount_percent / 100))\n"))
-        return f"change-{n}.diff", (
-            "--- /dev/null\n+++ b/cart.py\n@@ -0,0 +1,3 @@\n"
-            "+def total_cents(items, discount_percent=0):\n" + "".join(f"+{line}\n" for line in body.splitlines()))
+        patch = ("--- /dev/null\n+++ b/cart.py\n@@ -0,0 +1,3 @@\n"
+                 "+def total_cents(items, discount_percent=0):\n" + "".join(f"+{line}\n" for line in body.splitlines()))
+        notes = (f"# Implementation notes (attempt {n})\n\n"
+                 + ("Fixed the discount rounding: integer arithmetic, half up.\n" if fixed else
+                    "First version of the cart total. Run `pytest tests/test_cart.py`.\n"))
+        return [("change.patch", patch), ("implementation-notes.md", notes)]
     if state == "TESTING":
-        if tests_fail(context):
-            return f"test-report-{n}.md", (
-                f"# Test report {n}: FAIL\n\n| case | result |\n|---|---|\n| test_total_without_discount | pass |\n"
-                "| test_total_with_discount | FAIL: 10% off 19.95 expected 17.96, got 17.95 (truncated, not "
-                "rounded) |\n| test_checkout_charges_total | pass |\n")
-        return f"test-report-{n}.md", (
-            f"# Test report {n}: PASS\n\n| case | result |\n|---|---|\n| test_total_without_discount | pass |\n"
-            "| test_total_with_discount | pass |\n| test_checkout_charges_total | pass |\n")
+        verdict = "FAIL" if tests_fail(context) else "PASS"
+        discount_row = ("FAIL: 10% off 19.95 expected 17.96, got 17.95 (truncated, not rounded)"
+                        if verdict == "FAIL" else "PASS")
+        return [("test-report.md", (
+            f"# Test report (run {n}): {verdict}\n\n| case | criterion | result |\n|---|---|---|\n"
+            "| T1 test_catalogue_lists_prices | AC1 | PASS |\n"
+            f"| T2 test_total_with_discount | AC2 | {discount_row} |\n"
+            "| T3 test_checkout_charges_total | AC3 | PASS |\n"))]
     if state == "VERIFICATION":
-        return "verification.md", (
-            f"# Verification: {title}\n\nR1 met, R2 met (cart total rounds half up, in cents), R3 met.\n"
-            "The build matches the plan.\n")
+        return [("verification-report.md", (
+            f"# Verification: {title}\n\nAC1 MET (T1), AC2 MET (T2), AC3 MET (T3). No deviation from design.md.\n"))]
     if state == "DEPLOYMENT":
-        return "deployment.md", f"# Deployment: {title}\n\nReleased version 1.0.0 to production; smoke test passed.\n"
+        return [("deployment-record.md", (
+            f"# Deployment: {title}\n\nDeployed version 1.0.0 to production; smoke test passed. "
+            "Roll back by redeploying the previous version.\n"))]
     raise ValueError(f"the scripted agent has no work for {state}")
 
 
-def transition_for(context: dict[str, Any], written: str) -> tuple[str, str]:
-    state = context["workflow"]["state"]
+def transition_for(context: dict[str, Any], written: list[str]) -> tuple[str, str]:
+    state, names = context["workflow"]["state"], ", ".join(written)
     if state == "TESTING" and tests_fail(context):
-        return "IMPLEMENTATION", (f"Tests failed: test_total_with_discount (10% off 19.95 expected 17.96, got "
-                                  f"17.95: the total is truncated, not rounded). See {written}.")
+        return "IMPLEMENTATION", (f"Tests failed: T2 test_total_with_discount (10% off 19.95 expected 17.96, got "
+                                  f"17.95: the total is truncated, not rounded). See {names}.")
     notes = {"DISCOVERY": "Requirements gathered", "PLANNING": "Plan ready", "DESIGN": "Design ready",
              "IMPLEMENTATION": "Change ready for testing", "TESTING": "All tests pass",
              "VERIFICATION": "Matches the plan", "DEPLOYMENT": "Live"}
-    return FORWARD[state], f"{notes[state]}: see {written}."
+    return FORWARD[state], f"{notes[state]}: see {names}."
