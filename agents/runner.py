@@ -164,7 +164,7 @@ class Runner:
                 continue
             try:
                 failed = self.work_on(agent_id, claimed)
-            except Exception:  # a bug or an unforeseen answer must not kill the worker; the lease runs out
+            except Exception:  # a bug or an unforeseen answer must not kill the worker (work_on released the work)
                 log.exception("%s: unexpected error on %s", agent_id, claimed["handoff"]["id"])
                 failed = True
             # A model API that fails would otherwise make this worker claim and release the same work in a loop.
@@ -206,6 +206,9 @@ class Runner:
                 failed = record.outcome == "failed"
                 if record.outcome != "transitioned" or not self._still_ours(held, record):
                     break
+        except Exception:
+            self.give_up(held, f"Released by {agent_id}: the runner hit an unexpected error.")
+            raise
         finally:
             held.given_up.set()  # stops the heartbeat timer
             with self._lock:

@@ -93,7 +93,8 @@ def _problem(result) -> dict:
 
 def check_after(api, tenant, workflow_id: str, seen: dict, agent_id: str) -> None:
     handoffs = api.get(f"/v1/workflows/{workflow_id}/handoffs", tenant.owner).body["handoffs"]
-    assert [(h["id"], h["status"], h["agent_id"]) for h in handoffs] == [(seen["handoff"]["id"], "PENDING", agent_id)]
+    assert [(h["id"], h["status"], h["attempts"]) for h in handoffs] == [(seen["handoff"]["id"], "PENDING", 1)]
+    assert seen["handoff"]["agent_id"] == agent_id, "claimed under the configured agent id"
     events = api.get(f"/v1/workflows/{workflow_id}/events", tenant.owner).body["events"]
     assert len(events) == 2, "the refused calls wrote nothing"
     detail = api.get(f"/v1/workflows/{workflow_id}/artifacts/{seen['artifact']['artifact_id']}", tenant.owner).body

@@ -60,7 +60,7 @@ def stack(fresh: bool) -> Iterator[str]:
         if _answers(running["api_url"]):
             os.environ["FIRESTORE_EMULATOR_HOST"] = running["firestore_emulator_host"]
             os.environ["GOOGLE_CLOUD_PROJECT"] = running["google_cloud_project"]
-            print(f"Using the stack `make run` serves at {running['api_url']}", flush=True)
+            print(f"Using the stack `make run` serves at {running['api_url']}", file=sys.__stdout__, flush=True)
             yield running["api_url"]
             return
     from werkzeug.serving import make_server
@@ -69,17 +69,22 @@ def stack(fresh: bool) -> Iterator[str]:
     from tools.run import backends
 
     with backends():
+        # The product's request log lines (JSON on stdout) go to a file: the terminal is the timeline's.
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        sys.stdout = (LOG_DIR / "api.log").open("w")
         server = make_server("127.0.0.1", 0, create_app(), threaded=True)
         thread = threading.Thread(target=server.serve_forever, daemon=True, name="demo-api")
         thread.start()
         url = f"http://127.0.0.1:{server.server_port}"
-        print(f"Started the product at {url} (Firestore emulator {os.environ['FIRESTORE_EMULATOR_HOST']})",
-              flush=True)
+        print(f"Started the product at {url} (Firestore emulator {os.environ['FIRESTORE_EMULATOR_HOST']}; "
+              f"its log: {LOG_DIR.relative_to(ROOT)}/api.log)", file=sys.__stdout__, flush=True)
         try:
             yield url
         finally:
             server.shutdown()
             thread.join(timeout=10)
+            sys.stdout.close()
+            sys.stdout = sys.__stdout__
 
 
 @dataclass
@@ -289,7 +294,7 @@ def verify(owner: Owner, workflow_id: str, out: Any) -> list[str]:
     return problems
 
 
-def run_demo(api_url: str, keys: Keys, timeout: float, out: Any = sys.stdout) -> int:
+def run_demo(api_url: str, keys: Keys, timeout: float, out: Any) -> int:
     owner = Owner(api_url, keys.owner)
     wf = owner.api.create_workflow(title="Shoe shop", description="Sell hand-made shoes online, with discounts.",
                                    labels={"demo": "make-demo"}, max_retries=2)
@@ -334,9 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from tools.emulator import MissingPrerequisite
 
+    out = sys.stdout  # the terminal: the product's own log lines may be sent elsewhere meanwhile
     try:
         with stack(args.fresh) as api_url, demo_keys() as keys:
-            return run_demo(api_url, keys, args.timeout)
+            return run_demo(api_url, keys, args.timeout, out)
     except MissingPrerequisite as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 2

@@ -81,8 +81,8 @@ class ScriptedConversation:
         return self._call("transition", workflow_id=wid, to=to, note=note, reason=None,
                           artifacts=[w["artifact_id"] for w in self.written], expected_version=None)
 
-    def _call(self, name: str, **arguments: Any) -> ToolCall:
-        return ToolCall(f"call_{self.turn}_{name}", name, arguments)
+    def _call(self, tool: str, /, **arguments: Any) -> ToolCall:
+        return ToolCall(f"call_{self.turn}_{tool}", tool, arguments)
 
     # ---- what the tools answered -------------------------------------------------------------------------------
 
