@@ -309,6 +309,8 @@ class Runner:
                         record.note = f"{call.name}: {outcome.failure.code}"
                         log.warning("%s: %s; dropping %s", agent_id, outcome.failure.code, held.handoff_id)
                         return record
+                    if outcome.failure.code == "budget_exhausted":  # nothing the model does can finish the step
+                        return self._end(held, record, "released", "the workflow's budget is spent")
                     continue
                 if call.name == "transition":
                     assert outcome.result is not None

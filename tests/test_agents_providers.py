@@ -89,6 +89,7 @@ def test_a_tool_loop_pairs_every_call_with_its_result_and_reports_usage(standin,
                    for b in m["content"]]
         assert [b.get("is_error", False) for b in results] == [False, True]
         assert third_request.body["system"] == "You are the Q Assistant."
+        assert third_request.body["cache_control"] == {"type": "ephemeral"}, "the re-sent prefix is cached"
     elif fmt == "openai":
         assert third_request.body["messages"][0] == {"role": "system", "content": "You are the Q Assistant."}
     else:

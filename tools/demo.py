@@ -171,7 +171,7 @@ class Owner:
 # ---- the timeline --------------------------------------------------------------------------------------------------
 
 
-def bar(state: str, width: int = 18) -> str:
+def bar(state: str, width: int = 9) -> str:
     done = PATH.index(state) + 1 if state in PATH else 0
     filled = round(width * done / len(PATH))
     return "[" + "#" * filled + "." * (width - filled) + f"] {done}/{len(PATH)}"
@@ -212,24 +212,24 @@ class Timeline:
         self.status = ""
 
     def header(self) -> None:
-        self._print(f"{'time':>6}  {'state':<31} {'role':<12} {'agent':<12} {'cost':>9}  {'progress':<24} note / "
-                    "artifacts")
+        self._print(f"{'time':>6}  {'step':<26} {'role':<12} {'agent':<12} {'cost':>8}  {'progress':<17} note")
 
     def show(self, workflow: dict[str, Any], events: list[dict[str, Any]], handoffs: list[dict[str, Any]],
              names: dict[str, str]) -> None:
         for event in events[self.shown:]:
-            seq, to = event["seq"], event["to_state"]
-            moved = f"{event['from_state']} → {to}" if event.get("from_state") else f"created in {to}"
-            role = _role_of(event.get("from_state")) if event.get("from_state") else "owner"
-            agent = agent_at(seq, handoffs) if event.get("from_state") else "-"
+            seq, to, source = event["seq"], event["to_state"], event.get("from_state")
+            step = f"{source} → {to}" if source else f"created: {to}"
+            role = _role_of(source) if source else "owner"
+            agent = agent_at(seq, handoffs) if source else "-"
             cost = _cost_until(events, seq)
             if not cost and seq == events[-1]["seq"]:  # events without usage: the workflow's total, at the end
                 cost = cost_of(workflow, [])
-            retry = "  (retry)" if event.get("from_state") == "TESTING" and to == "IMPLEMENTATION" else ""
+            retry = "  (retry)" if source == "TESTING" and to == "IMPLEMENTATION" else ""
+            prefix = (f"{time.monotonic() - self.started:5.1f}s  {step:<26} {role:<12} {agent:<12} "
+                      f"${cost:>7.4f}  {bar(to):<17} ")
+            line = prefix + clip(event.get("note") or event.get("reason") or "", 72) + retry
             artifacts = ", ".join(names.get(a, a) for a in event.get("artifacts") or [])
-            self._print(f"{time.monotonic() - self.started:5.1f}s  {moved:<31} {role:<12} {agent:<12} "
-                        f"${cost:>8.4f}  {bar(to):<24} {clip(event.get('note') or event.get('reason') or '', 70)}"
-                        f"{retry}" + (f"\n{'':>97}↳ {artifacts}" if artifacts else ""))
+            self._print(line.rstrip() + (f"\n{'':<{len(prefix)}}↳ {artifacts}" if artifacts else ""))
         self.shown = len(events)
         if self.tty:
             waiting = workflow.get("role") or "-"
