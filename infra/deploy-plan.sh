@@ -98,6 +98,10 @@ plan_firestore() {
   ensure_ttl stripe_events expires_at
   ensure_field_indexes stripe_unmatched expires_at '{"indexes":[{"queryScope":"COLLECTION","fields":[{"fieldPath":"expires_at","order":"ASCENDING"}]}]}'
   ensure_ttl stripe_unmatched expires_at
+  ensure_field_indexes stripe_unmatched payload '{"indexes":[]}'
+  ensure_field_indexes stripe_customers pending '{"indexes":[]}'
+  ensure_field_indexes stripe_customers expires_at '{"indexes":[]}'
+  ensure_ttl stripe_customers expires_at
 }
 
 # Cloud Scheduler → Pub/Sub topic → CloudEvent function.

@@ -179,16 +179,50 @@ def test_the_best_of_several_subscriptions_decides():
     assert standing_at(one, NOW).plan.name == "starter" and one.plan == "starter"
 
 
-def test_a_deleted_customer_cancels_its_subscriptions_and_its_late_events_are_stale():
+def test_a_deleted_customer_cancels_its_subscriptions_and_grants_nothing_again():
     p1 = T0 + 30 * DAY
     active = event("customer.subscription.updated", subscription(SUB, CUS, "active", PRICE_PRO, p1), T0)
     gone = event("customer.deleted", {"id": CUS, "object": "customer"}, T0 + 100)
     account, _ = fold([active, gone])
     assert account.subscriptions[SUB].status == "canceled"
     assert account.stripe_customer_id is None and account.former_stripe_customers == [CUS]
-    for late in (event("customer.subscription.updated", subscription("sub_other", CUS, "active", PRICE_PRO, p1), T0),
-                 event("checkout.session.completed", checkout_session(ACCT, CUS, "sub_other"), T0)):
+    # Events from after the deletion are stale.
+    for late in (event("customer.subscription.updated", subscription("sub_other", CUS, "active", PRICE_PRO, p1),
+                       T0 + 101),
+                 event("checkout.session.completed", checkout_session(ACCT, CUS, "sub_other"), T0 + 101),
+                 event("customer.deleted", {"id": CUS, "object": "customer"}, T0 + 100)):
         assert billing.apply(account, StripeEvent.parse(late), CATALOG, NOW).outcome == "stale"
+    # Older ones that arrive late say what the subscription was, as in the in-order delivery, where the deletion
+    # then canceled it: they never grant, and never link the customer again.
+    for late in (event("customer.subscription.updated", subscription("sub_other", CUS, "active", PRICE_STARTER, p1),
+                       T0 + 50),
+                 event("checkout.session.completed", checkout_session(ACCT, CUS, "sub_other", "starter"), T0 + 50)):
+        decision = billing.apply(account, StripeEvent.parse(late), CATALOG, NOW)
+        assert decision.outcome == "applied" and decision.link_customer is None
+        other = decision.account.subscriptions["sub_other"]
+        assert other.status == "canceled" and other.plan == "starter"
+        assert decision.account.stripe_customer_id is None
+        assert not standing_at(decision.account, NOW).entitlement.entitled
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_life_that_ends_with_the_customer_deleted_ends_the_same_in_any_order(seed):
+    """Stripe cancels the subscription (customer.subscription.deleted) and deletes the customer in the same second;
+    whichever arrives first, and wherever the rest of the life falls, the account ends as in order."""
+    events = [
+        *life(ACCT, CUS, SUB, T0)[:4],
+        event("customer.subscription.deleted", subscription(SUB, CUS, "canceled", PRICE_PRO, T0 + 30 * DAY),
+              T0 + 5 * DAY),
+        event("customer.deleted", {"id": CUS, "object": "customer", "deleted": True}, T0 + 5 * DAY)]
+    expected, _ = fold(events)
+    assert expected.subscriptions[SUB].status == "canceled" and expected.subscriptions[SUB].plan == "pro"
+    rng = random.Random(seed)
+    for _ in range(50):
+        delivery = events + rng.choices(events, k=rng.randint(0, len(events)))
+        rng.shuffle(delivery)
+        got, applied = fold(delivery)
+        assert comparable(got) == comparable(expected), [e["id"] for e in delivery]
+        assert all(n == 1 for n in applied.values())
 
 
 def test_legacy_payload_shapes_mean_the_same():

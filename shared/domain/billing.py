@@ -10,10 +10,15 @@ Stripe delivers events late, twice and out of order, so:
   own `created` snapshot < an `updated` snapshot < `deleted`. Two events with the very same key apply in arrival
   order (Stripe gives nothing finer).
 - A subscription that is `canceled` or `incomplete_expired` is final: no later or earlier event reopens it (nor does
-  Stripe). Events of a customer deleted in Stripe never grant anything again.
+  Stripe). A customer deleted in Stripe never grants anything again: its events older than its deletion still say
+  what its subscriptions were (price, plan, period), as they would have had they arrived before it, but the status
+  they leave is `canceled`; its events after the deletion are stale.
 - Every applied event sets the fields it speaks about from its own payload, never from the state it lands on, so
   the last event applied decides the result whatever arrived before it. That is what makes any delivery order
   (with any duplicates) end where the in-order delivery ends.
+- An event that arrives before any account is linked to its customer is kept (`StripeEvent.payload`). The delivery
+  that links the customer applies the kept events right after its own, in Stripe's order (`stripe_order`), so the
+  account ends where it would have had they all arrived after the link.
 
 Entitlement (`standing`) is decided at request time, because `past_due` ends with time, not with an event.
 """
@@ -92,6 +97,10 @@ class StripeEvent:
             raise ValueError("not a Stripe event: id, type, created and data.object are required")
         return cls(event_id, event_type, created, obj)
 
+    def payload(self) -> dict[str, Any]:
+        """What `parse` needs to read this event back: what is kept of an event no account is linked to yet."""
+        return {"id": self.id, "type": self.type, "created": self.created, "data": {"object": self.obj}}
+
     @property
     def handled(self) -> bool:
         """Whether this service acts on the event at all (anything else: 200, ignored, logged)."""
@@ -135,6 +144,12 @@ class StripeEvent:
         return [c for c in candidates if _id(c)]
 
 
+def stripe_order(event_type: str, created: int) -> tuple[int, int]:
+    """Where an event stands in Stripe's order: its `created` second, then what it is (`RANK`). A checkout session
+    carries no subscription state, so it ranks first within its second."""
+    return created, RANK.get(event_type, -1)
+
+
 def _subscription_fields(obj: dict[str, Any]) -> tuple[str | None, str | None, int | None, bool]:
     """(status, price id, current_period_end, cancel_at_period_end) of a subscription object. The period end is on
     the subscription before API 2025-03-31 and on its items since."""
@@ -171,10 +186,10 @@ class Decision:
     deleted_customer: str | None = None
 
 
-def _stale_reason(sub: Subscription | None, event: StripeEvent) -> str | None:
+def _stale_reason(sub: Subscription | None, event: StripeEvent, former: bool) -> str | None:
     if sub is None:
         return None
-    if sub.status in FINAL:
+    if sub.status in FINAL and not former:  # a deleted customer's subscription only ever ends canceled: no reopening
         return f"subscription {sub.id} is {sub.status}, which is final"
     if sub.last_event_created is None:
         return None
@@ -203,17 +218,21 @@ def _primary(subs: Any, catalog: Catalog) -> Subscription | None:
 def apply(account: Account, event: StripeEvent, catalog: Catalog, now: datetime) -> Decision:
     """What `event` does to `account` (which the service found for it). Pure."""
     customer = event.customer
-    if customer is not None and customer in account.former_stripe_customers:
-        return Decision("stale", account, f"customer {customer} was deleted in Stripe")
+    former = customer is not None and customer in account.former_stripe_customers
+    if former:
+        deleted_at = account.former_stripe_customers_deleted.get(customer or "")
+        if event.type == CUSTOMER_DELETED or deleted_at is None or (
+                stripe_order(event.type, event.created) > stripe_order(CUSTOMER_DELETED, deleted_at)):
+            return Decision("stale", account, f"customer {customer} was deleted in Stripe")
     if event.type == CUSTOMER_DELETED:
         return _customer_deleted(account, event, catalog, now)
     if event.type == CHECKOUT_COMPLETED:
-        return _checkout_completed(account, event, catalog, now)
+        return _checkout_completed(account, event, catalog, now, former)
 
     sub_id = event.subscription_id
     assert sub_id is not None, "handled events name their subscription"
     current = account.subscriptions.get(sub_id)
-    if (why := _stale_reason(current, event)) is not None:
+    if (why := _stale_reason(current, event, former)) is not None:
         return Decision("stale", account, why)
 
     if event.type in (SUB_CREATED, SUB_UPDATED, SUB_DELETED):
@@ -237,6 +256,8 @@ def apply(account: Account, event: StripeEvent, catalog: Catalog, now: datetime)
         price, period_end = _invoice_fields(event.obj)
         cancel_at_period_end = current.cancel_at_period_end if current else False
 
+    if former and status not in FINAL:
+        status = "canceled"  # Stripe canceled it with its customer
     plan = catalog.for_price(price) if price else None
     previous_price = current.price_id if current else None
     subscription = Subscription(
@@ -255,24 +276,33 @@ def apply(account: Account, event: StripeEvent, catalog: Catalog, now: datetime)
     )
     subscriptions = {**account.subscriptions, sub_id: subscription}
     fields: dict[str, Any] = {}
-    if account.stripe_customer_id is None and customer is not None:
+    if account.stripe_customer_id is None and customer is not None and not former:
         fields["stripe_customer_id"] = customer
     detail = f"{sub_id}: {current.status if current else 'new'} -> {status}"
+    if former:
+        detail += f" (customer {customer} was deleted in Stripe)"
     if price and plan is None:
         detail += f" (price {price} is not one of the plans: not entitled until it is)"
-    return Decision("applied", _with(account, catalog, subscriptions, **fields), detail, link_customer=customer)
+    return Decision("applied", _with(account, catalog, subscriptions, **fields), detail,
+                    link_customer=None if former else customer)
 
 
-def _checkout_completed(account: Account, event: StripeEvent, catalog: Catalog, now: datetime) -> Decision:
+def _checkout_completed(account: Account, event: StripeEvent, catalog: Catalog, now: datetime,
+                        former: bool) -> Decision:
     """Links the customer and the subscription to the account. It carries no subscription status, so it does not
-    take part in the subscription's ordering: an unknown subscription starts `incomplete` until its events say."""
+    take part in the subscription's ordering: an unknown subscription starts `incomplete` until its events say
+    (`canceled` if the customer has since been deleted, which links nothing)."""
     customer, sub_id = event.customer, event.subscription_id
     subscriptions = dict(account.subscriptions)
     if sub_id is not None and sub_id not in subscriptions:
         plan = catalog.find(_dict(event.obj.get("metadata")).get("plan"))
-        subscriptions[sub_id] = Subscription(id=sub_id, customer=customer, status="incomplete",
+        subscriptions[sub_id] = Subscription(id=sub_id, customer=customer,
+                                             status="canceled" if former else "incomplete",
                                              price_id=plan.price_id if plan else None,
                                              plan=plan.name if plan else None, updated_at=now)
+    if former:
+        return Decision("applied", _with(account, catalog, subscriptions),
+                        f"subscription {sub_id} of customer {customer}, deleted in Stripe since")
     fields = {"stripe_customer_id": account.stripe_customer_id or customer}
     return Decision("applied", _with(account, catalog, subscriptions, **fields),
                     f"linked customer {customer} and subscription {sub_id}", link_customer=customer)
@@ -280,17 +310,19 @@ def _checkout_completed(account: Account, event: StripeEvent, catalog: Catalog, 
 
 def _customer_deleted(account: Account, event: StripeEvent, catalog: Catalog, now: datetime) -> Decision:
     """Stripe cancels a deleted customer's subscriptions at once; the account forgets the customer (a new checkout
-    makes a new one) but remembers it, so that its late events stay ignored."""
+    makes a new one) but remembers it and when it went, so that its late events grant nothing. The subscriptions'
+    ordering keys stay those of their own last events: an older event that arrives later still fills in what the
+    subscription was (see `apply`)."""
     customer = event.customer
     assert customer is not None
     subscriptions = {}
     for sub_id, sub in account.subscriptions.items():
         if sub.customer == customer and sub.status not in FINAL:
-            sub = sub.model_copy(update={"status": "canceled", "last_event_created": event.created,
-                                         "last_event_rank": RANK[event.type], "last_event_id": event.id,
-                                         "updated_at": now})
+            sub = sub.model_copy(update={"status": "canceled", "updated_at": now})
         subscriptions[sub_id] = sub
-    fields: dict[str, Any] = {"former_stripe_customers": [*account.former_stripe_customers, customer]}
+    fields: dict[str, Any] = {
+        "former_stripe_customers": [*account.former_stripe_customers, customer],
+        "former_stripe_customers_deleted": {**account.former_stripe_customers_deleted, customer: event.created}}
     if account.stripe_customer_id == customer:
         fields["stripe_customer_id"] = None
     return Decision("applied", _with(account, catalog, subscriptions, **fields), f"customer {customer} deleted",

@@ -138,7 +138,10 @@ class Account(BaseModel):
     active_workflows: int = 0
     # Billing, kept by the Stripe webhook and the checkout endpoint.
     stripe_customer_id: str | None = None
-    former_stripe_customers: list[str] = Field(default_factory=list)  # deleted in Stripe; their events are stale
+    former_stripe_customers: list[str] = Field(default_factory=list)  # deleted in Stripe: they grant nothing again
+    # When each was deleted (Stripe `created` of its customer.deleted): its events up to then still say what its
+    # (canceled) subscriptions were; later ones are stale. Absent for deletions recorded before it was kept.
+    former_stripe_customers_deleted: dict[str, int] = Field(default_factory=dict)
     subscriptions: dict[str, Subscription] = Field(default_factory=dict)
 
 

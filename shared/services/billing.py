@@ -1,17 +1,25 @@
 """Billing use cases: the Stripe webhook, Checkout and Billing Portal sessions, and the account view.
 
-Each reads what it needs in one batched read (the webhook: a second read only when the account is not named in the
-event), decides in `shared.domain.billing`, and writes in one atomic commit guarded by the account's update time. Stripe
+Each reads what it needs in one batched read (the webhook: a second read when the account is not named in the event,
+and one of the kept events when it links a customer that has some), decides in `shared.domain.billing`, and writes in
+one atomic commit guarded by the account's update time (and the webhook: by the Stripe customer's document's). Stripe
 is reached only through `shared.adapters.stripe`.
+
+Events that arrive before their customer is linked to an account are kept (`stripe_unmatched/{event}`, listed on
+`stripe_customers/{customer}.pending`) and applied, in Stripe's order, by the delivery that links the customer: the
+re-apply approach rather than reading the subscription from Stripe's API at link time (README, "Payments that start
+outside qorch", says why).
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.adapters import stripe as stripe_gateway
-from shared.adapters.firestore import DocRef, Snapshot, Store, WriteConflict, Writes
+from shared.adapters.firestore import DeleteField, DocRef, Snapshot, Store, WriteConflict, Writes
 from shared.domain import billing
 from shared.domain.billing import StripeEvent
 from shared.domain.errors import (
@@ -44,7 +52,11 @@ MAX_ATTEMPTS = 10
 # Stripe retries a delivery for 3 days and an operator can resend an event for 30; past that a redelivery is still
 # harmless (the per-subscription order ignores it), so the record can go (TTL policy on `expires_at`).
 EVENT_RECORD_TTL = timedelta(days=90)
-_BILLING_FIELDS = ("plan", "stripe_customer_id", "former_stripe_customers", "subscriptions")
+# Kept events applied by one commit: each is two writes (its record, its kept record), within Firestore's 500.
+KEPT_PER_COMMIT = 100
+_UNKNOWN_PRICE = "not one of the plans"  # in an applied event's detail: an operator must fix the plans or prices
+_BILLING_FIELDS = ("plan", "stripe_customer_id", "former_stripe_customers", "former_stripe_customers_deleted",
+                   "subscriptions")
 
 
 def now() -> datetime:
@@ -64,6 +76,30 @@ def _load_account(snapshot: Snapshot | None) -> Account:
 # ---- webhook -----------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _CustomerDoc:
+    """`stripe_customers/{id}` as read: the account the customer is linked to (None: none yet), and the events kept
+    until one is (`pending`: event id → type, created, received_at, expires_at)."""
+
+    snap: Snapshot | None
+    account_id: str | None
+    pending: dict[str, dict[str, Any]]
+
+    @classmethod
+    def of(cls, snap: Snapshot | None) -> _CustomerDoc:
+        data = snap.to_dict() if snap is not None and snap.exists else {}
+        return cls(snap, data.get("account_id"), dict(data.get("pending") or {}))
+
+    def write(self, writes: Writes, ref: DocRef, fields: dict[str, Any], drop: tuple[str, ...] = ()) -> None:
+        """Write `fields` (and remove `drop`) only if the document is still as read: absent, or unchanged. Every
+        writer of a customer's document goes through this precondition, which serializes keeping an event and
+        linking the customer: one of two racing deliveries fails its commit and decides again."""
+        if self.snap is not None and self.snap.exists:
+            writes.update(ref, {**fields, **{f: DeleteField for f in drop}}, if_updated_at=self.snap.update_time)
+        else:
+            writes.create(ref, fields)
+
+
 def receive_stripe_event(store: Store, payload: bytes, signature: str | None, log: dict[str, Any]) -> dict:
     """Verify, then apply the event exactly once and in order. Answers 200 for everything Stripe should not retry
     (applied, duplicate, stale, unmatched, ignored); a store failure raises Unavailable (503: Stripe retries)."""
@@ -75,7 +111,14 @@ def receive_stripe_event(store: Store, payload: bytes, signature: str | None, lo
     log.update(stripe_event_id=event.id, stripe_event_type=event.type)
     if not event.handled:
         return _receipt(event, "ignored", log, "this service does not act on it")
+    outcome, detail, more = _receive(store, event, log)
+    while more:  # more kept events than one commit holds: the rest, a commit at a time
+        more = _apply_rest(store, event, log)
+    return _receipt(event, outcome, log, detail)
 
+
+def _receive(store: Store, event: StripeEvent, log: dict[str, Any]) -> tuple[str, str, bool]:
+    """Decide and commit one delivery: (outcome, detail, whether kept events are left for another commit)."""
     event_ref = store.stripe_event(event.id)
     customer_ref = store.stripe_customer(event.customer) if event.customer else None
     refs = [event_ref, *([customer_ref] if customer_ref else []), *(store.account(a) for a in event.account_hints)]
@@ -84,9 +127,9 @@ def receive_stripe_event(store: Store, payload: bytes, signature: str | None, lo
         at = now()
         snaps = store.get_many(refs)
         if snaps[event_ref.path].exists:
-            return _receipt(event, "duplicate", log, "already processed")
-        mapping = snaps.get(customer_ref.path) if customer_ref else None
-        account_id, why = _account_for(event, mapping)
+            return "duplicate", "already processed", False
+        customer = _CustomerDoc.of(snaps.get(customer_ref.path) if customer_ref else None)
+        account_id, why = _account_for(event, customer.account_id)
         account_snap: Snapshot | None = None
         if account_id is not None:
             account_ref = store.account(account_id)
@@ -94,45 +137,145 @@ def receive_stripe_event(store: Store, payload: bytes, signature: str | None, lo
             if not account_snap.exists:
                 why = f"no account {account_id}"
         writes = Writes()
+        more = False
         if account_id is None or account_snap is None or not account_snap.exists:
+            # Kept under its customer until a later event links the customer to an account (then applied), unless
+            # the customer is linked already (the event names another account, or a deleted one: an operator's).
+            keep = customer_ref is not None and customer.account_id is None
             writes.create(event_ref, _event_record(event, "unmatched", None, at, why))
             writes.create(store.stripe_unmatched(event.id), {
                 "event_id": event.id, "type": event.type, "created": event.created, "customer": event.customer,
                 "subscription": event.subscription_id, "account_hints": event.account_hints, "reason": why,
-                "received_at": at, "expires_at": at + EVENT_RECORD_TTL})  # for an operator, then TTL/cleanup
+                "kept_for_link": keep, **({"payload": json.dumps(event.payload())} if keep else {}),
+                "received_at": at, "expires_at": at + EVENT_RECORD_TTL})  # TTL/cleanup
+            if keep:
+                assert customer_ref is not None
+                pending = {i: p for i, p in customer.pending.items() if p["expires_at"] > at}  # their records expired
+                pending[event.id] = {"type": event.type, "created": event.created, "received_at": at,
+                                     "expires_at": at + EVENT_RECORD_TTL}
+                customer.write(writes, customer_ref, {"account_id": None, "pending": pending,
+                                                      "expires_at": at + EVENT_RECORD_TTL})
+                why += f"; kept until customer {event.customer} is linked to an account"
             outcome, detail = "unmatched", why
         else:
-            account = Account.model_validate(account_snap.to_dict())
-            decision = billing.apply(account, event, catalog(), at)
+            before = Account.model_validate(account_snap.to_dict())
+            decision = billing.apply(before, event, catalog(), at)
             outcome, detail = decision.outcome, decision.detail
             writes.create(event_ref, _event_record(event, outcome, account_id, at, detail))
-            changes = _changes(account, decision.account)
+            account = decision.account
+            deleted = decision.deleted_customer is not None
+            links = customer_ref is not None and customer.account_id is None and (
+                decision.link_customer == event.customer or deleted)
+            kept: list[str] = []
+            log.pop("kept_events", None)  # from an attempt that lost its race
+            if customer_ref is not None and customer.pending and (links or customer.account_id == account_id):
+                applied = _apply_kept(store, writes, account, account_id, customer.pending, event.id, at)
+                account, kept, deleted = applied.account, applied.done, deleted or applied.deleted
+                detail += f"; applied {len(kept)} kept event(s) of customer {event.customer}"
+                detail += "".join(f" [{d}]" for d in applied.details if _UNKNOWN_PRICE in d)
+                log["kept_events"] = kept
+            left = {i: p for i, p in customer.pending.items() if i not in kept} if kept else customer.pending
+            more = bool(kept) and bool(left)
+            changes = _changes(before, account)
             if changes:
-                writes.update(store.account(account_id), changes, if_updated_at=account_snap.update_time)
-            if decision.link_customer and not (mapping is not None and mapping.exists):
-                writes.set(store.stripe_customer(decision.link_customer),
-                           {"account_id": account_id, "deleted": False, "linked_at": at})
-            if decision.deleted_customer:
-                writes.set(store.stripe_customer(decision.deleted_customer),
-                           {"account_id": account_id, "deleted": True, "deleted_at": at})
+                writes.update(account_ref, changes, if_updated_at=account_snap.update_time)
+            if customer_ref is not None and (links or deleted or kept):
+                fields: dict[str, Any] = {"account_id": account_id}
+                fields |= {"deleted": True, "deleted_at": at} if deleted else {}
+                fields |= {"deleted": False, "linked_at": at} if links and not deleted else {}
+                fields |= {"pending": left} if left else {}
+                customer.write(writes, customer_ref, fields,
+                               drop=("expires_at",) + (() if left else ("pending",)))
             log["account_id"] = account_id
-            if outcome == "applied" and "not one of the plans" in detail:
+            if _UNKNOWN_PRICE in detail:
                 log["severity"] = "ERROR"  # a customer pays for a price the plans file does not know
         try:
             store.commit(writes)
         except WriteConflict:
-            continue  # the account changed, or a concurrent delivery of this event won: re-read and decide again
+            # The account or the customer's document changed (a concurrent delivery kept an event, linked the
+            # customer or applied one), or a concurrent delivery of this event won: re-read and decide again.
+            continue
         if outcome == "unmatched":
             log["severity"] = "WARNING"
-        return _receipt(event, outcome, log, detail)
+        return outcome, detail, more
     raise Unavailable("The account is changing too fast; Stripe will deliver the event again.")
 
 
-def _account_for(event: StripeEvent, mapping: Snapshot | None) -> tuple[str | None, str]:
+def _apply_rest(store: Store, event: StripeEvent, log: dict[str, Any]) -> bool:
+    """Apply the next commit's worth of the kept events still listed on the (now linked) customer of `event`;
+    whether some are still left. Only for customers with more kept events than one commit holds."""
+    assert event.customer is not None
+    customer_ref = store.stripe_customer(event.customer)
+    for _ in range(MAX_ATTEMPTS):
+        at = now()
+        customer = _CustomerDoc.of(store.get(customer_ref))
+        if customer.account_id is None or not customer.pending:
+            return False
+        account_ref = store.account(customer.account_id)
+        account_snap = store.get(account_ref)
+        if not account_snap.exists:
+            return False
+        writes = Writes()
+        before = Account.model_validate(account_snap.to_dict())
+        applied = _apply_kept(store, writes, before, customer.account_id, customer.pending, event.id, at)
+        left = {i: p for i, p in customer.pending.items() if i not in applied.done}
+        if changes := _changes(before, applied.account):
+            writes.update(account_ref, changes, if_updated_at=account_snap.update_time)
+        fields: dict[str, Any] = {"pending": left} if left else {}
+        fields |= {"deleted": True, "deleted_at": at} if applied.deleted else {}
+        customer.write(writes, customer_ref, fields, drop=() if left else ("pending",))
+        try:
+            store.commit(writes)
+        except WriteConflict:
+            continue
+        log["kept_events"] = [*log.get("kept_events", []), *applied.done]
+        if any(_UNKNOWN_PRICE in d for d in applied.details):
+            log["severity"] = "ERROR"
+        return bool(left)
+    raise Unavailable("The account is changing too fast; Stripe will deliver the event again.")
+
+
+class _Applied(NamedTuple):
+    account: Account  # after the kept events
+    done: list[str]  # the kept events dealt with: applied, refused (another account's), or expired
+    deleted: bool  # one of them deleted the customer
+    details: list[str]  # what each applied one did
+
+
+def _apply_kept(store: Store, writes: Writes, account: Account, account_id: str, pending: dict[str, dict[str, Any]],
+                linked_by: str, at: datetime) -> _Applied:
+    """Apply the oldest kept events (up to KEPT_PER_COMMIT) to `account`, in Stripe's order, adding their writes:
+    each event's record now says what it did, and its kept record says it was applied. One batched read."""
+    order = sorted(pending, key=lambda i: (*billing.stripe_order(pending[i]["type"], pending[i]["created"]),
+                                           pending[i]["received_at"], i))[:KEPT_PER_COMMIT]
+    snaps = store.get_many([store.stripe_unmatched(i) for i in order])
+    plans, deleted, details = catalog(), False, []
+    for event_id in order:
+        ref = store.stripe_unmatched(event_id)
+        snap = snaps[ref.path]
+        if not snap.exists or not snap.get("payload"):
+            continue  # expired (TTL or cleanup, 90 days): nothing left to apply
+        kept = StripeEvent.parse(json.loads(snap.get("payload")))
+        target, why = _account_for(kept, account_id)
+        if target != account_id:  # e.g. a checkout session naming another account: an operator's, as if it came now
+            writes.update(ref, {"kept_for_link": False, "reason": why}, if_updated_at=None)
+            continue
+        decision = billing.apply(account, kept, plans, at)
+        account = decision.account
+        deleted = deleted or decision.deleted_customer is not None
+        details.append(decision.detail)
+        record = _event_record(kept, decision.outcome, account_id, snap.get("received_at"), decision.detail)
+        writes.set(store.stripe_event(event_id), {**record, "applied_at": at, "linked_by": linked_by})
+        writes.update(ref, {"kept_for_link": False, "account_id": account_id, "outcome": decision.outcome,
+                            "applied_at": at, "linked_by": linked_by}, if_updated_at=None)
+    return _Applied(account, order, deleted, details)
+
+
+def _account_for(event: StripeEvent, mapped: str | None) -> tuple[str | None, str]:
     """The account an event belongs to, or None and why not. A checkout session names its account
-    (`client_reference_id`); anything else is found through its Stripe customer, or else through the `account_id`
-    metadata this service puts on the subscriptions it sells."""
-    mapped = mapping.get("account_id") if mapping is not None and mapping.exists else None
+    (`client_reference_id`); anything else is found through its Stripe customer (`mapped`: the account its
+    document links it to), or else through the `account_id` metadata this service puts on the subscriptions it
+    sells."""
     hints = event.account_hints
     if event.type == billing.CHECKOUT_COMPLETED and hints:
         if mapped is not None and mapped != hints[0]:
