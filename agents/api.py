@@ -144,6 +144,10 @@ class QorchApi:
     def agent_tools(self, fmt: str) -> list[dict[str, Any]]:
         return self._json("GET", "/agent-tools", query={"format": fmt})["tools"]
 
+    def workflows(self, *, role: str | None = None, state: str | None = None, limit: int = 100) -> list[dict]:
+        """The newest-updated first page of the account's workflows, optionally at one role or state."""
+        return self._json("GET", "/workflows", query={"role": role, "state": state, "limit": limit})["workflows"]
+
     def workflow(self, workflow_id: str) -> dict[str, Any]:
         return self._json("GET", f"/workflows/{workflow_id}")
 

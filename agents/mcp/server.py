@@ -233,7 +233,7 @@ def _playbook_prompt(api: QorchApi, role: str) -> Any:
     def playbook(workflow_id: str | None = None) -> list[UserMessage]:
         try:
             if not workflow_id:
-                found = api._json("GET", "/workflows", query={"role": role, "limit": 100})["workflows"]
+                found = api.workflows(role=role)
                 if not found:
                     raise MCPError(INVALID_PARAMS, f"No workflow is at a {role} step now; qorch serves the {role} "
                                                    "playbook inside such a workflow's context. Name one with "
