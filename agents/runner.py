@@ -68,6 +68,7 @@ class Held:
     agent_id: str
     lost: threading.Event = field(default_factory=threading.Event)  # lease_lost: drop without another call
     given_up: threading.Event = field(default_factory=threading.Event)  # released (by Ctrl-C or by the step)
+    done: threading.Event = field(default_factory=threading.Event)  # the worker is through with it: no heartbeat
     ledger: UsageLedger = field(default_factory=UsageLedger)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -210,7 +211,7 @@ class Runner:
             self.give_up(held, f"Released by {agent_id}: the runner hit an unexpected error.")
             raise
         finally:
-            held.given_up.set()  # stops the heartbeat timer
+            held.done.set()  # stops the heartbeat timer
             with self._lock:
                 self._held.pop(held.handoff_id, None)
             beat.join(timeout=1)
@@ -225,8 +226,8 @@ class Runner:
 
     def _heartbeat(self, held: Held) -> None:
         every = self.settings.lease_seconds / 3
-        while not held.given_up.wait(every):
-            if held.lost.is_set():
+        while not held.done.wait(every):
+            if held.over:
                 return
             try:
                 self.api.heartbeat(held.workflow_id, held.handoff_id, held.agent_id)
@@ -284,8 +285,10 @@ class Runner:
             return self._end(held, record, "failed", f"the tool definitions could not be read ({exc.code})")
         invalid = 0
         for _ in range(s.max_turns):
-            if held.over or self.stopping.is_set():
-                return record
+            if self.stopping.is_set():  # Ctrl-C: whoever gets there first (this worker or the main thread) releases
+                return self._end(held, record, "released", "the runner was stopped")
+            if held.over:
+                return _ended(record, held)
             try:
                 reply = conversation.next()
             except ProviderError as exc:
@@ -293,8 +296,8 @@ class Runner:
                 return self._end(held, record, "failed", f"the model API failed: {exc}")
             record.model_calls += 1
             held.ledger.add(reply.usage)
-            if held.over:
-                return record
+            if held.over:  # lost, or released by Ctrl-C, while the model thought
+                return _ended(record, held)
             if not reply.tool_calls:
                 conversation.add_user_text(NUDGE)
                 continue
@@ -336,6 +339,11 @@ class Runner:
         record.outcome, record.note = outcome, why
         self.give_up(held, f"Released by {held.agent_id}: {why}.")
         return record
+
+
+def _ended(record: StepRecord, held: Held) -> StepRecord:
+    record.outcome = "released" if held.given_up.is_set() else "dropped"
+    return record
 
 
 def _tool_name(tool: dict[str, Any]) -> str:
