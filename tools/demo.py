@@ -318,7 +318,11 @@ def run_demo(api_url: str, keys: Keys, timeout: float, out: Any) -> int:
             if workflow["final"] or workflow["state"] == "FAILED":
                 break
             if time.monotonic() > deadline:
-                print(f"\n\nThe demo did not finish within {timeout:.0f} s (runner logs: {LOG_DIR})", file=out)
+                print(f"\n\nThe demo did not finish within {timeout:.0f} s. The runners' last words "
+                      f"(their logs: {LOG_DIR}):", file=out)
+                for agent_id in AGENTS.values():
+                    lines = (LOG_DIR / f"{agent_id}.log").read_text(errors="replace").splitlines()
+                    print("".join(f"  {agent_id}: {line}\n" for line in lines[-2:]), end="", file=out)
                 return 1
             time.sleep(0.25)
     if timeline.tty:
