@@ -127,12 +127,12 @@ class Recorder:
 
 def _floor(client: Any, read: list[str], ops: list[tuple[str, str, Any, bool]]) -> float:
     """One bare batched read and one batched commit of the same documents, same precondition; its duration."""
-    from shared.adapters.firestore import Store, Writes
+    from shared.adapters.firestore import Key, Store, Writes
 
     translate = Store(client).batch  # built before the clock starts: the floor times only the two RPCs' work
     started = time.perf_counter()
     snaps = {s.reference.path: s for s in client.get_all([client.document(p) for p in read])}
-    writes = Writes(ops=[(op, client.document(path), data, snaps[path].update_time if guarded else None)
+    writes = Writes(ops=[(op, Key(path), data, snaps[path].update_time if guarded else None)
                          for op, path, data, guarded in ops])
     translate(writes).commit()  # the same WriteBatch the adapter sends, straight on the client
     return time.perf_counter() - started
@@ -247,12 +247,15 @@ def _race(worker: Callable[[], bool], budget: float | None) -> tuple[float, int,
 def _contention(store: Any, owner: Any) -> None:
     from google.cloud import firestore
 
-    from shared.adapters.firestore import Writes
+    from shared.adapters.firestore import Doc, Writes
     from shared.domain import handoff as handoff_domain
     from shared.domain import workflow as domain
     from shared.domain.errors import VersionConflict
     from shared.domain.models import Workflow
+    from shared.runtime import clock
+    from shared.services import commits
     from shared.services import workflows as service
+    from shared.services.changes import Change, stage
     from tests.helpers import assert_event_log
 
     def toggle(workflow: Workflow, _: Any, at: Any) -> Any:
@@ -265,7 +268,7 @@ def _contention(store: Any, owner: Any) -> None:
 
     def precondition_worker() -> bool:
         try:
-            service._change(store, owner, wf, None, toggle)
+            service.change_workflow(store, owner, wf, None, toggle)
             return True
         except VersionConflict:
             return False
@@ -276,26 +279,26 @@ def _contention(store: Any, owner: Any) -> None:
     print(f"  contention, {WORKERS} workers x {CONTENDED} transitions on one workflow (a refused one is retried)")
     print(f"    precondition writes (the product): {committed} committed in {seconds:.2f} s "
           f"({committed / seconds:.0f}/s); per committed transition {rpcs['batch_get'] / committed:.1f} reads + "
-          f"{rpcs['commit'] / committed:.1f} commits; {refused} answered 409 after {service.MAX_ATTEMPTS} lost "
+          f"{rpcs['commit'] / committed:.1f} commits; {refused} answered 409 after {commits.ATTEMPTS} lost "
           "races and were retried by the worker")
 
     # The textbook version: the same read and the same writes in a read-write transaction.
     wf_tx = _new_workflow(store, owner)
-    wf_ref = store.workflow(owner.account_id, wf_tx)
+    wf_key = store.workflow(owner.account_id, wf_tx)
+    wf_ref = store.client.document(wf_key.path)
 
     @firestore.transactional
     def in_transaction(transaction: Any) -> None:
-        at = service.now()
-        workflow = Workflow.model_validate(wf_ref.get(transaction=transaction).to_dict())
+        at = clock.now()
+        snap = wf_ref.get(transaction=transaction)
+        workflow = Workflow.model_validate(snap.to_dict())
         moved, event = toggle(workflow, None, at)
         effect = handoff_domain.on_change(workflow, moved, event, at)
-        writes = Writes()
-        writes.update(wf_ref, effect.workflow.model_dump(mode="python", include=service._CHANGED_FIELDS),
-                      if_updated_at=None)
-        writes.create(store.event(owner.account_id, wf_tx, event.seq), service._event_doc(event))
-        service.stage_handoffs(store, owner.account_id, effect, writes)
-        for op, ref, data, _ in writes.ops:
-            getattr(transaction, op)(ref, data)
+        writes = Writes()  # the very writes of the product's write path; the transaction stands for the guard
+        stage(store, writes, Change(owner.account_id, workflow, effect.workflow, guard=Doc(wf_key, snap.to_dict()),
+                                    event=event, handoffs=effect))
+        for op, key, data, _ in writes.ops:
+            getattr(transaction, op)(store.client.document(key.path), data)
 
     def transactional_worker() -> bool:
         try:

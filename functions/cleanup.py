@@ -4,22 +4,18 @@ minutes and each message runs `shared.services.cleanup` once. The message may ca
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import pydantic
 
-from shared.adapters.firestore import get_store
+from shared.http import pubsub
 from shared.runtime import logs
 from shared.services import cleanup as service
 
 
 def parse(cloud_event: Any) -> service.CleanupRequest:
-    """The request in a Pub/Sub CloudEvent (`data.message.data` is base64 JSON); empty means the defaults."""
-    data = cloud_event.get_data() if hasattr(cloud_event, "get_data") else cloud_event
-    message = (data or {}).get("message") or {}
-    raw = base64.b64decode(message.get("data") or b"").strip() or b"{}"
-    return service.CleanupRequest.model_validate_json(raw)
+    """The request in a Pub/Sub CloudEvent; an empty message means the defaults."""
+    return service.CleanupRequest.model_validate_json(pubsub.message_json(cloud_event))
 
 
 def cleanup(cloud_event: Any) -> None:
@@ -28,7 +24,7 @@ def cleanup(cloud_event: Any) -> None:
     except (pydantic.ValidationError, ValueError) as exc:
         # A malformed trigger is not retried (it would fail again): say why and do nothing.
         logs.emit({"severity": "ERROR", "message": f"cleanup: refused the trigger's message: {exc}",
-               "function": "cleanup"})
+                   "function": "cleanup"})
         return
-    report = service.run(get_store(), budget=request.budget(), tasks=request.tasks)
+    report = service.run(pubsub.store(), budget=request.budget(), tasks=request.tasks)
     logs.emit(report.log_line())

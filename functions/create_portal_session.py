@@ -4,4 +4,4 @@ from shared.services import billing
 
 @endpoint("create_portal_session")
 def create_portal_session(req: ApiRequest) -> Reply:
-    return Reply(billing.create_portal_session(req.store, req.caller))
+    return Reply.of(billing.create_portal_session(req.store, req.caller, req.idempotency))

@@ -3,71 +3,95 @@
 # Sourced by infra/deploy.sh, which defines every ensure_* / deploy_* function used here.
 # shellcheck shell=bash
 
-# Secret Manager secrets (values are added by the operator, never by this script), by env var.
+# Runtime identities: one service account per set of secrets its functions read (IDENTITIES).
+plan_runtime_accounts() {
+  ensure_runtime_account qorch-functions 'qorch functions that read no secret (Firestore only)'
+  ensure_runtime_account qorch-objects 'qorch artifact functions and cleanup (Firestore, object store keys)'
+  ensure_runtime_account qorch-billing 'qorch checkout and portal (Firestore, Stripe API key)'
+  ensure_runtime_account qorch-webhook 'qorch Stripe webhook (Firestore, webhook secret)'
+}
+PLAN_RUNTIME_ACCOUNTS=(qorch-functions qorch-objects qorch-billing qorch-webhook)
+
+# Secret Manager secrets: name, the env var that may carry its value, then the only runtime accounts
+# that may read it (those of the functions that read it).
 plan_secrets() {
-  ensure_secret qorch-stripe-api-key STRIPE_API_KEY
-  ensure_secret qorch-stripe-webhook-secret STRIPE_WEBHOOK_SECRET
-  ensure_secret qorch-s3-access-key-id QORCH_S3_ACCESS_KEY_ID
-  ensure_secret qorch-s3-secret-access-key QORCH_S3_SECRET_ACCESS_KEY
+  ensure_secret qorch-stripe-api-key STRIPE_API_KEY qorch-billing
+  ensure_secret qorch-stripe-webhook-secret STRIPE_WEBHOOK_SECRET qorch-webhook
+  ensure_secret qorch-s3-access-key-id QORCH_S3_ACCESS_KEY_ID qorch-objects
+  ensure_secret qorch-s3-secret-access-key QORCH_S3_SECRET_ACCESS_KEY qorch-objects
+}
+PLAN_SECRETS=(qorch-stripe-api-key qorch-stripe-webhook-secret qorch-s3-access-key-id qorch-s3-secret-access-key)
+
+# The functions that mount a secret (to redeploy them when its value changes).
+plan_secret_functions() {
+  case "$1" in
+    qorch-stripe-api-key) echo create_checkout_session create_portal_session ;;
+    qorch-stripe-webhook-secret) echo stripe_webhook ;;
+    qorch-s3-access-key-id) echo create_artifact complete_artifact get_artifact list_artifacts cleanup ;;
+    qorch-s3-secret-access-key) echo create_artifact complete_artifact get_artifact list_artifacts cleanup ;;
+    *) echo "no secret named $1 (see plan_secrets)" >&2; return 2 ;;
+  esac
 }
 
 # Plain configuration every function receives (values from the deployer's environment).
-PLAN_ENVIRONMENT=(QORCH_S3_BUCKET QORCH_S3_REGION QORCH_S3_ENDPOINT_URL QORCH_S3_ADDRESSING_STYLE QORCH_CHECKOUT_SUCCESS_URL QORCH_CHECKOUT_CANCEL_URL QORCH_PORTAL_RETURN_URL QORCH_BILLING_GRACE_DAYS QORCH_STRIPE_PRICE_PRO QORCH_STRIPE_PRICE_STARTER)
+PLAN_ENVIRONMENT=(QORCH_S3_BUCKET QORCH_S3_REGION QORCH_S3_ENDPOINT_URL QORCH_S3_ADDRESSING_STYLE QORCH_CHECKOUT_SUCCESS_URL QORCH_CHECKOUT_CANCEL_URL QORCH_PORTAL_RETURN_URL QORCH_BILLING_GRACE_DAYS QORCH_CORS_ORIGINS QORCH_STRIPE_PRICE_PRO QORCH_STRIPE_PRICE_STARTER)
 
-# Functions: name, trigger (http | topic:TOPIC), memory MB, cpu, timeout s, concurrency, min and max
-# instances, then the secrets (ENV=secret) it may read. Everything else about a function is in
-# deploy_function (infra/deploy.sh).
-PLAN_FUNCTIONS=(create_workflow list_workflows get_workflow transition_workflow rollback_workflow list_workflow_events claim_handoff heartbeat_handoff release_handoff list_handoffs create_artifact complete_artifact get_artifact list_artifacts get_account create_checkout_session create_portal_session stripe_webhook describe_state_machine get_openapi cleanup)
+# Functions: name, trigger (http | topic:TOPIC), runtime account, memory MB, cpu, timeout s,
+# concurrency, min and max instances, then the secrets (ENV=secret) it may read. Everything else
+# about a function is in deploy_function (infra/deploy.sh).
+PLAN_FUNCTIONS=(create_workflow list_workflows get_workflow transition_workflow rollback_workflow list_workflow_events claim_handoff heartbeat_handoff release_handoff list_handoffs create_artifact complete_artifact get_artifact list_artifacts get_account create_checkout_session create_portal_session stripe_webhook describe_state_machine get_openapi cors_preflight cleanup)
 plan_function() {
   case "$1" in
     create_workflow)  # POST /v1/workflows
-      deploy_function create_workflow http 512 1 60 40 0 20 '' ;;
+      deploy_function create_workflow http qorch-functions 512 1 60 40 0 20 '' ;;
     list_workflows)  # GET /v1/workflows
-      deploy_function list_workflows http 512 1 60 40 0 20 '' ;;
+      deploy_function list_workflows http qorch-functions 512 1 60 40 0 20 '' ;;
     get_workflow)  # GET /v1/workflows/{workflow_id}
-      deploy_function get_workflow http 512 1 60 40 0 20 '' ;;
+      deploy_function get_workflow http qorch-functions 512 1 60 40 0 20 '' ;;
     transition_workflow)  # POST /v1/workflows/{workflow_id}/transitions
-      deploy_function transition_workflow http 512 1 60 40 0 20 '' ;;
+      deploy_function transition_workflow http qorch-functions 512 1 60 40 0 20 '' ;;
     rollback_workflow)  # POST /v1/workflows/{workflow_id}/rollback
-      deploy_function rollback_workflow http 512 1 60 40 0 20 '' ;;
+      deploy_function rollback_workflow http qorch-functions 512 1 60 40 0 20 '' ;;
     list_workflow_events)  # GET /v1/workflows/{workflow_id}/events
-      deploy_function list_workflow_events http 512 1 60 40 0 20 '' ;;
+      deploy_function list_workflow_events http qorch-functions 512 1 60 40 0 20 '' ;;
     claim_handoff)  # POST /v1/handoffs/claim
-      deploy_function claim_handoff http 512 1 60 80 0 40 '' ;;
+      deploy_function claim_handoff http qorch-functions 512 1 60 80 0 40 '' ;;
     heartbeat_handoff)  # POST /v1/workflows/{workflow_id}/handoffs/{handoff_id}/heartbeat
-      deploy_function heartbeat_handoff http 512 1 60 40 0 20 '' ;;
+      deploy_function heartbeat_handoff http qorch-functions 512 1 60 40 0 20 '' ;;
     release_handoff)  # POST /v1/workflows/{workflow_id}/handoffs/{handoff_id}/release
-      deploy_function release_handoff http 512 1 60 40 0 20 '' ;;
+      deploy_function release_handoff http qorch-functions 512 1 60 40 0 20 '' ;;
     list_handoffs)  # GET /v1/workflows/{workflow_id}/handoffs
-      deploy_function list_handoffs http 512 1 60 40 0 20 '' ;;
+      deploy_function list_handoffs http qorch-functions 512 1 60 40 0 20 '' ;;
     create_artifact)  # POST /v1/workflows/{workflow_id}/artifacts
-      deploy_function create_artifact http 512 1 60 40 0 20 'QORCH_S3_ACCESS_KEY_ID=qorch-s3-access-key-id:latest,QORCH_S3_SECRET_ACCESS_KEY=qorch-s3-secret-access-key:latest' ;;
+      deploy_function create_artifact http qorch-objects 512 1 60 40 0 20 'QORCH_S3_ACCESS_KEY_ID=qorch-s3-access-key-id:latest,QORCH_S3_SECRET_ACCESS_KEY=qorch-s3-secret-access-key:latest' ;;
     complete_artifact)  # POST /v1/workflows/{workflow_id}/artifacts/{artifact_id}/complete
-      deploy_function complete_artifact http 512 1 300 8 0 20 'QORCH_S3_ACCESS_KEY_ID=qorch-s3-access-key-id:latest,QORCH_S3_SECRET_ACCESS_KEY=qorch-s3-secret-access-key:latest' ;;
+      deploy_function complete_artifact http qorch-objects 512 1 300 8 0 20 'QORCH_S3_ACCESS_KEY_ID=qorch-s3-access-key-id:latest,QORCH_S3_SECRET_ACCESS_KEY=qorch-s3-secret-access-key:latest' ;;
     get_artifact)  # GET /v1/workflows/{workflow_id}/artifacts/{artifact_id}
-      deploy_function get_artifact http 512 1 60 40 0 20 'QORCH_S3_ACCESS_KEY_ID=qorch-s3-access-key-id:latest,QORCH_S3_SECRET_ACCESS_KEY=qorch-s3-secret-access-key:latest' ;;
+      deploy_function get_artifact http qorch-objects 512 1 60 40 0 20 'QORCH_S3_ACCESS_KEY_ID=qorch-s3-access-key-id:latest,QORCH_S3_SECRET_ACCESS_KEY=qorch-s3-secret-access-key:latest' ;;
     list_artifacts)  # GET /v1/workflows/{workflow_id}/artifacts
-      deploy_function list_artifacts http 512 1 60 40 0 20 'QORCH_S3_ACCESS_KEY_ID=qorch-s3-access-key-id:latest,QORCH_S3_SECRET_ACCESS_KEY=qorch-s3-secret-access-key:latest' ;;
+      deploy_function list_artifacts http qorch-objects 512 1 60 40 0 20 'QORCH_S3_ACCESS_KEY_ID=qorch-s3-access-key-id:latest,QORCH_S3_SECRET_ACCESS_KEY=qorch-s3-secret-access-key:latest' ;;
     get_account)  # GET /v1/account
-      deploy_function get_account http 512 1 60 40 0 20 '' ;;
+      deploy_function get_account http qorch-functions 512 1 60 40 0 20 '' ;;
     create_checkout_session)  # POST /v1/billing/checkout-session
-      deploy_function create_checkout_session http 512 1 60 40 0 20 'STRIPE_API_KEY=qorch-stripe-api-key:latest' ;;
+      deploy_function create_checkout_session http qorch-billing 512 1 60 40 0 20 'STRIPE_API_KEY=qorch-stripe-api-key:latest' ;;
     create_portal_session)  # POST /v1/billing/portal-session
-      deploy_function create_portal_session http 512 1 60 40 0 20 'STRIPE_API_KEY=qorch-stripe-api-key:latest' ;;
+      deploy_function create_portal_session http qorch-billing 512 1 60 40 0 20 'STRIPE_API_KEY=qorch-stripe-api-key:latest' ;;
     stripe_webhook)  # POST /v1/stripe/webhook
-      deploy_function stripe_webhook http 512 1 60 40 0 20 'STRIPE_WEBHOOK_SECRET=qorch-stripe-webhook-secret:latest' ;;
+      deploy_function stripe_webhook http qorch-webhook 512 1 60 40 0 20 'STRIPE_WEBHOOK_SECRET=qorch-stripe-webhook-secret:latest' ;;
     describe_state_machine)  # GET /v1/state-machine
-      deploy_function describe_state_machine http 512 1 60 40 0 20 '' ;;
+      deploy_function describe_state_machine http qorch-functions 512 1 60 40 0 20 '' ;;
     get_openapi)  # GET /v1/openapi.json
-      deploy_function get_openapi http 512 1 60 40 0 20 '' ;;
+      deploy_function get_openapi http qorch-functions 512 1 60 40 0 20 '' ;;
+    cors_preflight)  # OPTIONS of every /v1 path, behind the gateway
+      deploy_function cors_preflight http qorch-functions 512 1 10 80 0 20 '' ;;
     cleanup)  # schedule */15 * * * *
-      deploy_function cleanup topic:qorch-cleanup 512 1 300 1 0 1 'QORCH_S3_ACCESS_KEY_ID=qorch-s3-access-key-id:latest,QORCH_S3_SECRET_ACCESS_KEY=qorch-s3-secret-access-key:latest' ;;
+      deploy_function cleanup topic:qorch-cleanup qorch-objects 512 1 300 1 0 1 'QORCH_S3_ACCESS_KEY_ID=qorch-s3-access-key-id:latest,QORCH_S3_SECRET_ACCESS_KEY=qorch-s3-secret-access-key:latest' ;;
     *) echo "no function named $1 (see PLAN_FUNCTIONS)" >&2; return 2 ;;
   esac
 }
 
-# Firestore: composite indexes, single-field overrides (exemptions, collection-group scopes) and TTL
-# policies, from infra/firestore.indexes.json.
+# Firestore: composite indexes, then single-field overrides (exemptions, collection-group scopes),
+# each with its TTL policy in the same field update, from infra/firestore.indexes.json.
 plan_firestore() {
   ensure_index workflows collection field-path=state,order=ascending field-path=updated_at,order=descending
   ensure_index workflows collection field-path=role,order=ascending field-path=updated_at,order=descending
@@ -82,26 +106,27 @@ plan_firestore() {
   ensure_index handoffs collection field-path=workflow_id,order=ascending field-path=seq,order=descending
   ensure_index handoffs collection-group field-path=status,order=ascending field-path=lease_expires_at,order=ascending
   ensure_index artifacts collection-group field-path=status,order=ascending field-path=upload_expires_at,order=ascending
-  ensure_field_indexes handoffs workflow '{"indexes":[]}'
-  ensure_field_indexes handoffs note '{"indexes":[]}'
-  ensure_field_indexes workflows description '{"indexes":[]}'
-  ensure_field_indexes workflows created_at '{"indexes":[]}'
-  ensure_field_indexes events note '{"indexes":[]}'
-  ensure_field_indexes events reason '{"indexes":[]}'
-  ensure_field_indexes events at '{"indexes":[]}'
-  ensure_field_indexes idempotency body '{"indexes":[]}'
-  ensure_field_indexes idempotency request_hash '{"indexes":[]}'
-  ensure_field_indexes idempotency created_at '{"indexes":[]}'
-  ensure_field_indexes idempotency expires_at '{"indexes":[{"queryScope":"COLLECTION_GROUP","fields":[{"fieldPath":"expires_at","order":"ASCENDING"}]}]}'
-  ensure_ttl idempotency expires_at
-  ensure_field_indexes stripe_events expires_at '{"indexes":[{"queryScope":"COLLECTION","fields":[{"fieldPath":"expires_at","order":"ASCENDING"}]}]}'
-  ensure_ttl stripe_events expires_at
-  ensure_field_indexes stripe_unmatched expires_at '{"indexes":[{"queryScope":"COLLECTION","fields":[{"fieldPath":"expires_at","order":"ASCENDING"}]}]}'
-  ensure_ttl stripe_unmatched expires_at
-  ensure_field_indexes stripe_unmatched payload '{"indexes":[]}'
-  ensure_field_indexes stripe_customers pending '{"indexes":[]}'
-  ensure_field_indexes stripe_customers expires_at '{"indexes":[]}'
-  ensure_ttl stripe_customers expires_at
+  ensure_field handoffs workflow '{"indexes":[]}' no-ttl
+  ensure_field handoffs note '{"indexes":[]}' no-ttl
+  ensure_field workflows description '{"indexes":[]}' no-ttl
+  ensure_field workflows created_at '{"indexes":[]}' no-ttl
+  ensure_field events note '{"indexes":[]}' no-ttl
+  ensure_field events reason '{"indexes":[]}' no-ttl
+  ensure_field events at '{"indexes":[]}' no-ttl
+  ensure_field idempotency body '{"indexes":[]}' no-ttl
+  ensure_field idempotency request_hash '{"indexes":[]}' no-ttl
+  ensure_field idempotency created_at '{"indexes":[]}' no-ttl
+  ensure_field idempotency expires_at '{"indexes":[{"queryScope":"COLLECTION_GROUP","fields":[{"fieldPath":"expires_at","order":"ASCENDING"}]}]}' ttl
+  ensure_field stripe_events expires_at '{"indexes":[{"queryScope":"COLLECTION","fields":[{"fieldPath":"expires_at","order":"ASCENDING"}]}]}' ttl
+  ensure_field stripe_unmatched expires_at '{"indexes":[{"queryScope":"COLLECTION","fields":[{"fieldPath":"expires_at","order":"ASCENDING"}]}]}' ttl
+  ensure_field stripe_unmatched payload '{"indexes":[]}' no-ttl
+  ensure_field stripe_customers pending '{"indexes":[]}' no-ttl
+  ensure_field stripe_customers expires_at '{"indexes":[]}' ttl
+}
+
+# Pub/Sub topics, created before the functions they trigger.
+plan_topics() {
+  ensure_topic qorch-cleanup
 }
 
 # Cloud Scheduler → Pub/Sub topic → CloudEvent function.

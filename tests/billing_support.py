@@ -59,8 +59,7 @@ def fake_stripe() -> FakeStripe:
 
 
 def _reload() -> None:
-    config.cache_clear()
-    plans.catalog.cache_clear()
+    config.cache_clear()  # the configuration (and the plans' price ids) is validated again on next use
     reset_gateway()
 
 
@@ -99,7 +98,7 @@ def customer_tenant(api: Api, name: str = "Acme", *, plan: str = "dev", entitled
 
 
 def stored_account(api: Api, account_id: str) -> dict:
-    return api.store.get(api.store.account(account_id)).to_dict()
+    return api.store.get(api.store.account(account_id)).data
 
 
 # ---- webhook delivery --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.adapters.firestore import Store
+from shared.adapters.firestore import Collection, Key, Store
 from shared.domain import workflow as domain
 from shared.domain.models import Event, Workflow
 from shared.domain.state_machine import AGENT_ROLES, Role
@@ -90,12 +90,23 @@ class Api:
         return r
 
 
+def ref(store: Store, key: Key) -> Any:
+    """The Firestore document behind a store key, for tests that arrange or inspect data behind the product's back
+    (no RPC is counted on the store)."""
+    return store.client.document(key.path)
+
+
+def raw(store: Store, collection: Collection) -> Any:
+    """The Firestore collection behind a store collection (as `ref`)."""
+    return store.client.collection(collection.path)
+
+
 def stored_workflow(store: Store, account_id: str, workflow_id: str) -> Workflow:
-    return Workflow.model_validate(store.get(store.workflow(account_id, workflow_id)).to_dict())
+    return Workflow.model_validate(store.get(store.workflow(account_id, workflow_id)).data)
 
 
 def stored_events(store: Store, account_id: str, workflow_id: str) -> list[Event]:
-    snaps = store.events(account_id, workflow_id).order_by("seq").stream()
+    snaps = raw(store, store.events(account_id, workflow_id)).order_by("seq").stream()
     return [Event.model_validate(s.to_dict()) for s in snaps]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.domain import plans
+from shared.runtime.config import config
 from tests import billing_support
 from tests.billing_support import (
     CANCEL_URL,
@@ -22,7 +22,7 @@ from tests.billing_support import (
     uid,
     unconfigure,
 )
-from tests.helpers import snapshot_all, together
+from tests.helpers import raw, ref, snapshot_all, together
 
 billing_env = billing_support.billing_env  # fixture
 CHECKOUT = "/v1/billing/checkout-session"
@@ -40,7 +40,7 @@ def subscribe(api, tenant, *, status: str = "active", price: str = PRICE_PRO) ->
 
 
 def set_active_count(api, account_id: str, n: int) -> None:
-    api.store.account(account_id).update({"active_workflows": n})
+    ref(api.store, api.store.account(account_id)).update({"active_workflows": n})
 
 
 # ---- checkout ----------------------------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def test_the_portal_needs_an_account_that_has_paid(api, billing_env):
 def test_get_account_of_an_operator_granted_account(api, tenant):
     r = api.get("/v1/account", tenant.owner)
     assert r.status == 200
-    dev = plans.catalog().get("dev")
+    dev = config().plans.get("dev")
     assert r.body == {
         "id": tenant.account_id, "name": "Acme", "plan": "dev",
         "entitlement": {"entitled": True, "status": "granted",
@@ -228,7 +228,7 @@ def test_get_account_of_a_subscriber(api, billing_env):
     assert api.get("/v1/account", tenant.owner).body["entitlement"]["status"] == "none"
     sub = subscribe(api, tenant, price=PRICE_STARTER)
     body = api.get("/v1/account", tenant.owner).body
-    assert body["plan"] == "starter" and body["limits"] == plans.catalog().get("starter").limits()
+    assert body["plan"] == "starter" and body["limits"] == config().plans.get("starter").limits()
     assert body["entitlement"]["entitled"] and body["entitlement"]["subscription_id"] == sub
     api.store.rpcs.clear()
     api.get("/v1/account", tenant.owner)
@@ -271,7 +271,7 @@ def test_the_operator_grant_does_not_outlast_a_stripe_subscription(api, billing_
 def test_at_the_quota_is_403_and_writes_nothing(api, billing_env):
     tenant = customer_tenant(api)
     subscribe(api, tenant, price=PRICE_STARTER)
-    limit = plans.catalog().get("starter").max_active_workflows
+    limit = config().plans.get("starter").max_active_workflows
     set_active_count(api, tenant.account_id, limit)
     before = snapshot_all(api.store)
     r = api.post("/v1/workflows", {"title": "x"}, tenant.owner)
@@ -282,7 +282,7 @@ def test_at_the_quota_is_403_and_writes_nothing(api, billing_env):
 
 def test_the_quota_counts_only_active_workflows(api, billing_env):
     tenant = customer_tenant(api, plan="starter", entitled=True)
-    limit = plans.catalog().get("starter").max_active_workflows
+    limit = config().plans.get("starter").max_active_workflows
     made = [api.create(tenant) for _ in range(limit)]
     assert api.post("/v1/workflows", {"title": "x"}, tenant.owner).code == "quota_exceeded"
     api.move(tenant, made[0], "CANCELLED", key=tenant.owner)
@@ -298,7 +298,7 @@ def post_workflow(api, tenant, i: int):
 def test_ten_parallel_creates_at_limit_minus_one_admit_exactly_one(api, billing_env):
     tenant = customer_tenant(api)
     subscribe(api, tenant, price=PRICE_STARTER)
-    limit = plans.catalog().get("starter").max_active_workflows
+    limit = config().plans.get("starter").max_active_workflows
     set_active_count(api, tenant.account_id, limit - 1)
 
     def create(i: int) -> tuple[int, str | None]:
@@ -308,7 +308,7 @@ def test_ten_parallel_creates_at_limit_minus_one_admit_exactly_one(api, billing_
     results = together(10, create)
     assert sorted(results, key=str) == sorted([(201, None)] + [(403, "quota_exceeded")] * 9, key=str)
     assert stored_account(api, tenant.account_id)["active_workflows"] == limit
-    assert len(list(api.store.workflows(tenant.account_id).stream())) == 1
+    assert len(list(raw(api.store, api.store.workflows(tenant.account_id)).stream())) == 1
 
 
 def test_twenty_parallel_creates_under_the_quota_all_succeed_and_the_count_is_exact(api, tenant):

@@ -190,12 +190,12 @@ def assert_every_event_decided_once_for_the_account(api, who: Paying, events: li
     customer is linked with nothing kept; every kept record says which delivery applied it."""
     store = api.store
     for ev in events:
-        record = store.get(store.stripe_event(ev["id"])).to_dict()
+        record = store.get(store.stripe_event(ev["id"])).data
         assert record["account_id"] == who.account_id and record["outcome"] in ("applied", "stale"), (why, record)
         kept = store.get(store.stripe_unmatched(ev["id"]))
         if kept.exists:
             assert kept.get("kept_for_link") is False and kept.get("applied_at") and kept.get("linked_by"), why
-    customer = store.get(store.stripe_customer(who.customer)).to_dict()
+    customer = store.get(store.stripe_customer(who.customer)).data
     assert customer["account_id"] == who.account_id and "pending" not in customer and "expires_at" not in customer
     assert accounts.get_account(store, who.account_id).subscriptions[who.sub_id].id == who.sub_id
 

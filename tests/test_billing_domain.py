@@ -9,10 +9,11 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from shared.domain import billing, plans
+from shared.domain import billing
 from shared.domain.billing import StripeEvent
 from shared.domain.errors import PaymentRequired, QuotaExceeded
 from shared.domain.models import Account
+from shared.runtime.config import load_plans
 from tests import billing_support
 from tests.billing_support import (
     DAY,
@@ -27,7 +28,7 @@ from tests.billing_support import (
     subscription,
 )
 
-CATALOG = plans.load(environ={"QORCH_STRIPE_PRICE_PRO": PRICE_PRO, "QORCH_STRIPE_PRICE_STARTER": PRICE_STARTER})
+CATALOG = load_plans(environ={"QORCH_STRIPE_PRICE_PRO": PRICE_PRO, "QORCH_STRIPE_PRICE_STARTER": PRICE_STARTER})
 GRACE = timedelta(days=3)
 T0 = 1_700_000_000
 NOW = at(T0)

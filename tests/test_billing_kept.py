@@ -32,7 +32,7 @@ from tests.billing_support import (
     subscription,
     uid,
 )
-from tests.helpers import snapshot_all
+from tests.helpers import ref, snapshot_all
 
 billing_env = billing_support.billing_env  # fixture
 outage = test_store_down.outage  # fixture: the product's store behind a cuttable proxy
@@ -88,11 +88,11 @@ def before_first_commit(monkeypatch, store: Store, action: Callable[[], None]) -
 
 
 def kept_record(api, event_id: str) -> dict:
-    return api.store.get(api.store.stripe_unmatched(event_id)).to_dict()
+    return api.store.get(api.store.stripe_unmatched(event_id)).data
 
 
 def event_record(api, event_id: str) -> dict:
-    return api.store.get(api.store.stripe_event(event_id)).to_dict()
+    return api.store.get(api.store.stripe_event(event_id)).data
 
 
 # ---- kept, then applied by the link -----------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_events_before_the_link_are_kept_and_the_link_applies_them_in_stripes_or
     for ev in reversed(kept):
         r = deliver(api, ev)
         assert r.status == 200 and r.body["outcome"] == "unmatched"
-    pending = api.store.get(api.store.stripe_customer(h.customer)).to_dict()
+    pending = api.store.get(api.store.stripe_customer(h.customer)).data
     assert pending["account_id"] is None and set(pending["pending"]) == {e["id"] for e in kept}
     assert entitlement(api, h) == (False, "none", "dev")
 
@@ -120,7 +120,7 @@ def test_events_before_the_link_are_kept_and_the_link_applies_them_in_stripes_or
         record = event_record(api, ev["id"])
         assert (record["outcome"], record["account_id"], record["linked_by"]) == ("applied", h.account_id, link["id"])
         assert kept_record(api, ev["id"])["applied_at"] and kept_record(api, ev["id"])["kept_for_link"] is False
-    linked = api.store.get(api.store.stripe_customer(h.customer)).to_dict()
+    linked = api.store.get(api.store.stripe_customer(h.customer)).data
     assert linked["account_id"] == h.account_id and not {"pending", "expires_at"} & set(linked)
     assert all(deliver(api, ev).body["outcome"] == "duplicate" for ev in [*kept, link])
     # The customer is linked: later events without any metadata are found through it.
@@ -171,7 +171,7 @@ def test_more_kept_events_than_one_commit_holds_are_applied_a_commit_at_a_time(a
     assert entitlement(api, h) == (True, "active", "pro")
     assert stored_account(api, h.account_id)["subscriptions"][h.sub]["last_event_id"] == life[-1]["id"]
     assert all(event_record(api, e["id"])["linked_by"] == link["id"] for e in life)
-    assert "pending" not in api.store.get(api.store.stripe_customer(h.customer)).to_dict()
+    assert "pending" not in api.store.get(api.store.stripe_customer(h.customer)).data
 
 
 def test_a_kept_session_that_names_another_account_stays_for_an_operator(api, billing_env):
@@ -203,10 +203,10 @@ def test_a_kept_event_whose_record_expired_is_skipped_and_expired_entries_are_pr
     assert r.status == 200 and r.body["outcome"] == "unmatched", r.body
     pending = api.store.get(api.store.stripe_customer(h.customer)).get("pending")
     assert set(pending) == {gone["id"]}  # the expired entry went with the next write
-    api.store.stripe_unmatched(gone["id"]).delete()  # as the TTL policy or the cleanup would
+    ref(api.store, api.store.stripe_unmatched(gone["id"])).delete()  # as the TTL policy or the cleanup would
     assert deliver(api, h.checkout()).body["outcome"] == "applied"
     assert entitlement(api, h) == (False, "incomplete", "dev")  # the checkout alone; nothing left to apply
-    assert "pending" not in api.store.get(api.store.stripe_customer(h.customer)).to_dict()
+    assert "pending" not in api.store.get(api.store.stripe_customer(h.customer)).data
 
 
 def test_a_kept_event_at_a_price_that_is_no_plan_makes_the_link_log_an_error(api, billing_env, capsys):

@@ -1,4 +1,5 @@
-"""The plans file and what each function loads (cold start: checked in a fresh interpreter's `sys.modules`)."""
+"""The plans file, when it is read, and what each function loads (cold start: checked in a fresh interpreter's
+`sys.modules`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from shared.domain import plans
 from shared.http.routes import ROUTES
+from shared.runtime.config import PLANS_FILE, ConfigError, load, load_plans
 
 ROOT = Path(__file__).resolve().parent.parent
 BILLING_FUNCTIONS = {"stripe_webhook", "create_checkout_session", "create_portal_session", "get_account"}
@@ -40,22 +42,68 @@ def test_the_workflow_functions_do_not_load_stripe():
     assert "shared.adapters.stripe" not in loaded and "shared.services.billing" not in loaded
 
 
-def test_the_plans_file_is_checked_when_the_module_loads():
-    code = "import shared.domain.plans as p; print(p.catalog.cache_info().currsize)"
-    done = subprocess.run([sys.executable, "-c", code],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.stdout.strip() == "1", done.stderr
+# In a fresh interpreter: while the whole domain is imported, no code of the domain opens a file or reads the
+# environment (the libraries it uses may: pydantic looks up its plugin settings).
+NO_IO_ON_IMPORT = r"""
+import builtins, importlib, io, json, os, pathlib, pkgutil, sys
+modules = sorted(m.name for m in pkgutil.iter_modules(["shared/domain"]))
+touched = []
+
+def by_the_domain(depth=2):
+    return "/shared/domain/" in sys._getframe(depth).f_code.co_filename
+
+def watch(owner, name):
+    real = getattr(owner, name)
+    def watched(*args, **kwargs):
+        if by_the_domain():
+            touched.append(f"{name}{args[:1]}")
+        return real(*args, **kwargs)
+    setattr(owner, name, watched)
+
+class Environ(type(os.environ)):
+    def __getitem__(self, name):
+        if by_the_domain() or by_the_domain(3):  # os.environ[...] or os.environ.get(...)
+            touched.append(f"environ[{name!r}]")
+        return super().__getitem__(name)
+
+for owner, name in [(builtins, "open"), (io, "open"), (os, "getenv"), (pathlib.Path, "read_bytes"),
+                    (pathlib.Path, "read_text"), (pathlib.Path, "open")]:
+    watch(owner, name)
+os.environ.__class__ = Environ
+for name in modules:
+    importlib.import_module(f"shared.domain.{name}")
+print(json.dumps({"modules": modules, "touched": touched}))
+"""
+
+
+def test_importing_the_domain_reads_no_file_and_no_environment():
+    done = subprocess.run([sys.executable, "-c", NO_IO_ON_IMPORT], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "plans" in out["modules"] and "billing" in out["modules"]
+    assert out["touched"] == []
+
+
+def test_the_plans_file_is_checked_when_the_configuration_loads(tmp_path):
+    """At start (main.py validates the configuration): a broken plans file stops the instance, naming the file."""
+    assert load().plans.get("dev").max_active_workflows > 0
+    broken = _write(tmp_path, {"plans": {"pro": {"price_env": "P", **LIMITS}}})
+    with pytest.raises(ConfigError, match=r"plans\.json"):
+        load(broken)
+    with pytest.raises(ConfigError, match=r"plans\.json"):
+        load(tmp_path / "missing" / "plans.json")
 
 
 def test_the_repository_plans():
-    catalog = plans.load(environ={"QORCH_STRIPE_PRICE_PRO": "price_p", "QORCH_STRIPE_PRICE_STARTER": "price_s"})
+    catalog = load_plans(environ={"QORCH_STRIPE_PRICE_PRO": "price_p", "QORCH_STRIPE_PRICE_STARTER": "price_s"})
     dev = catalog.get("dev")
     assert not dev.for_sale and dev.price_id is None
     assert dev.max_artifact_bytes == 100 * 1024 * 1024 and dev.stale_after_days == 30
     assert {p.name for p in catalog.for_sale()} == {"starter", "pro"}
     assert catalog.for_price("price_p").name == "pro" and catalog.for_price("price_x") is None
     assert catalog.get("pro").max_active_workflows > catalog.get("starter").max_active_workflows
-    unpriced = plans.load(environ={})
+    unpriced = load_plans(environ={})
     assert unpriced.get("pro").for_sale and unpriced.get("pro").price_id is None
     with pytest.raises(plans.UnknownPlan):
         catalog.get("platinum")
@@ -84,15 +132,18 @@ LIMITS = {"max_active_workflows": 3, "retention_days": 30, "max_artifact_bytes":
 ])
 def test_a_bad_plans_file_is_refused(tmp_path, name, body):
     with pytest.raises(pydantic.ValidationError):
-        plans.load(_write(tmp_path, body), environ={})
+        plans.parse(_write(tmp_path, body).read_bytes(), environ={})
 
 
 def test_two_plans_at_one_price_are_refused(tmp_path):
     path = _write(tmp_path, {"plans": {"dev": {"price_env": None, **LIMITS}, "a": {"price_env": "A", **LIMITS},
                                        "b": {"price_env": "B", **LIMITS}}})
-    assert plans.load(path, environ={"A": "price_1", "B": "price_2"}).get("a").stale_after_days == 30
+    assert plans.parse(path.read_bytes(), environ={"A": "price_1", "B": "price_2"}).get("a").stale_after_days == 30
     with pytest.raises(ValueError, match="same Stripe price"):
-        plans.load(path, environ={"A": "price_1", "B": "price_1"})
+        plans.parse(path.read_bytes(), environ={"A": "price_1", "B": "price_1"})
+    with pytest.raises(ConfigError, match="same Stripe price"):
+        load_plans(path, environ={"A": "price_1", "B": "price_1"})
+    assert PLANS_FILE.name == "plans.json"
 
 
 def test_the_admin_command_only_accepts_defined_plans(api, tenant):

@@ -155,7 +155,7 @@ def test_concurrent_deliveries_of_one_event_apply_it_once(api, billing_env):
 
     outcomes = together(8, send)
     assert sorted(outcomes) == ["applied"] + ["duplicate"] * 7
-    record = api.store.get(api.store.stripe_event(ev["id"])).to_dict()
+    record = api.store.get(api.store.stripe_event(ev["id"])).data
     assert record["outcome"] == "applied" and record["account_id"] == tenant.account_id
 
 
@@ -211,7 +211,7 @@ def test_an_event_no_account_claims_is_kept_for_an_operator(api, billing_env, ca
     ev = active_event(None, "cus_nobody", "sub_nobody")
     r = deliver(api, ev)
     assert r.status == 200 and r.body["outcome"] == "unmatched"
-    kept = api.store.get(api.store.stripe_unmatched(ev["id"])).to_dict()
+    kept = api.store.get(api.store.stripe_unmatched(ev["id"])).data
     assert kept["customer"] == "cus_nobody" and kept["subscription"] == "sub_nobody" and kept["type"] == ev["type"]
     assert "no account knows customer cus_nobody" in kept["reason"]
     line = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"stripe_webhook"' in x][-1]

@@ -9,14 +9,15 @@ from shared.domain.models import HandoffStatus
 from shared.domain.state_machine import Role
 from shared.services import accounts
 from tests.agents import Agent
-from tests.helpers import Api, together
+from tests.helpers import Api, raw, ref, together
 
 AGENTS = 16
 HANDOFFS = 300
 
 
 def pending_left(api: Api, account_id: str) -> int:
-    return sum(1 for s in api.store.handoffs(account_id).stream() if s.get("status") == HandoffStatus.PENDING)
+    return sum(1 for s in raw(api.store, api.store.handoffs(account_id)).stream()
+               if s.get("status") == HandoffStatus.PENDING)
 
 
 def test_sixteen_agents_race_for_three_hundred_handoffs(app, api, tenant):
@@ -49,11 +50,11 @@ def test_sixteen_agents_race_for_three_hundred_handoffs(app, api, tenant):
 
     # the store agrees: each hand-off CLAIMED once, by the agent that was told it got it, and the workflow says so
     holders = {c["handoff"]["id"]: (c["handoff"]["claimed_by"], f"agent-{i}") for i, cs in claims.items() for c in cs}
-    for snap in api.store.handoffs(tenant.account_id).stream():
+    for snap in raw(api.store, api.store.handoffs(tenant.account_id)).stream():
         h = snap.to_dict()
         assert h["status"] == "CLAIMED" and h["attempts"] == 1
         assert (h["claimed_by"], h["agent_id"]) == holders[snap.id]
-        current = api.store.workflow(tenant.account_id, h["workflow_id"]).get().get("current_handoff")
+        current = ref(api.store, api.store.workflow(tenant.account_id, h["workflow_id"])).get().get("current_handoff")
         assert (current["id"], current["status"], current["agent_id"]) == (snap.id, "CLAIMED", h["agent_id"])
 
     rpcs = Counter(api.store.rpcs)

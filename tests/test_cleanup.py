@@ -5,6 +5,7 @@ with the API, plan changes, and that nothing outside a task is touched. Ages are
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ from google.cloud import firestore
 
 from shared.adapters.firestore import Store
 from shared.services import accounts, cleanup
-from tests.helpers import assert_event_log, snapshot_all, stored_events, stored_workflow, together
+from tests.helpers import assert_event_log, raw, ref, snapshot_all, stored_events, stored_workflow, together
 
 DAY = timedelta(days=1)
 
@@ -23,7 +24,7 @@ def _ago(days: float) -> datetime:
 
 def idle(store: Store, account_id: str, workflow_id: str, days: float) -> None:
     """Make the workflow's last change `days` ago."""
-    store.workflow(account_id, workflow_id).update({"updated_at": _ago(days)})
+    ref(store, store.workflow(account_id, workflow_id)).update({"updated_at": _ago(days)})
 
 
 def drive(api, tenant, wf: dict, *states: str) -> None:
@@ -50,7 +51,7 @@ def _cancelled_events(store: Store, account_id: str, workflow_id: str) -> list[A
 # ---- 1. expired leases ------------------------------------------------------------------------------------------
 
 
-def test_claims_whose_lease_expired_go_back_to_pending_with_their_attempts(api, tenant):
+def test_claims_whose_lease_expired_go_back_to_pending_with_their_attempts(api, tenant, clock):
     from shared.domain.state_machine import Role
     from tests.agents import Agent
 
@@ -62,17 +63,18 @@ def test_claims_whose_lease_expired_go_back_to_pending_with_their_attempts(api, 
     assert {first["workflow_id"], second["workflow_id"]} == {expired["id"], held["id"]}
     before = snapshot_all(store)
 
-    report = cleanup.run(store, now=datetime.now(UTC) + timedelta(seconds=120), tasks=["leases"])
+    clock.advance(120)  # the product's clock: the cleanup reads it like every service
+    report = cleanup.run(store, tasks=["leases"])
 
     assert (report.tasks["leases"].done, report.tasks["leases"].more) == (1, False)
-    released = store.handoff(acct, first["id"]).get().to_dict()
+    released = store.get(store.handoff(acct, first["id"])).data
     assert (released["status"], released["attempts"], released["claimed_by"], released["lease_expires_at"]) == (
         "PENDING", 1, None, None)
     assert stored_workflow(store, acct, first["workflow_id"]).current_handoff.status == "PENDING"
-    assert store.handoff(acct, second["id"]).get().to_dict()["status"] == "CLAIMED"
+    assert store.get(store.handoff(acct, second["id"])).get("status") == "CLAIMED"
     touched = changed(before, snapshot_all(store))
     assert touched == {store.handoff(acct, first["id"]).path, store.workflow(acct, first["workflow_id"]).path}
-    again = cleanup.run(store, now=datetime.now(UTC) + timedelta(seconds=120), tasks=["leases"])
+    again = cleanup.run(store, tasks=["leases"])
     assert again.tasks["leases"].done == 0
 
 
@@ -123,8 +125,9 @@ def test_a_workflow_that_moved_after_the_query_found_it_is_not_cancelled(api, te
     re-read, and on the fresh read the workflow is no longer stale."""
     wf = api.create(tenant)
     idle(api.store, tenant.account_id, wf["id"], 45)
-    (seen,) = api.store.query("workflows", filters=[("plan", "==", "dev"), ("state", "in", cleanup.ACTIVE_STATES),
-                                                    ("updated_at", "<", _ago(30))], order=[("updated_at", "ASCENDING")])
+    (seen,) = api.store.query(Store.every_account("workflows"),
+                              filters=[("plan", "==", "dev"), ("state", "in", cleanup.ACTIVE_STATES),
+                                       ("updated_at", "<", _ago(30))], order=[("updated_at", "ASCENDING")])
     api.move(tenant, wf, "PLANNING")  # an agent works on it meanwhile
     assert not cleanup.cancel_stale(api.store, seen, cutoff=_ago(30), reason="stale")
     assert assert_event_log(api.store, tenant.account_id, wf["id"]).state == "PLANNING"
@@ -133,14 +136,17 @@ def test_a_workflow_that_moved_after_the_query_found_it_is_not_cancelled(api, te
 def test_the_accounts_current_plan_decides_and_a_plan_change_retags(api, tenant):
     store, acct = api.store, tenant.account_id
     wf = api.create(tenant)
-    assert store.workflow(acct, wf["id"]).get().get("plan") == "dev"
+    assert store.get(store.workflow(acct, wf["id"])).get("plan") == "dev"
     idle(store, acct, wf["id"], 40)  # stale on dev (30 days), not on pro (60)
     accounts.set_account(store, acct, plan="pro")
 
     first = cleanup.run(store, tasks=["stale"])
     assert (first.tasks["stale"].done, first.tasks["stale"].retagged) == (0, 1)
     assert stored_workflow(store, acct, wf["id"]).state == "DISCOVERY"
-    assert store.workflow(acct, wf["id"]).get().get("plan") == "pro"
+    assert store.get(store.workflow(acct, wf["id"])).get("plan") == "pro"
+    # the open hand-off's copy of the workflow followed it (the one write path keeps every copy)
+    handoff = store.get(store.handoff(acct, wf["current_handoff"]["id"]))
+    assert json.loads(handoff.get("workflow"))["plan"] == "pro"
 
     again = cleanup.run(store, tasks=["stale"])  # found by no plan's query now: nothing read but the queries
     assert (again.tasks["stale"].done, again.tasks["stale"].retagged, again.tasks["stale"].documents_written) == (
@@ -200,8 +206,8 @@ def test_retention_deletes_artifact_records_and_their_stored_objects(api, tenant
     assert cleanup.run(store, tasks=["retention"]).tasks["retention"].done == 1
 
     assert get_status(url) in (403, 404), "the stored object is gone"
-    assert not store.artifact(acct, wf["id"], artifact["id"]).get().exists
-    assert get_status(kept_url) == 200 and store.artifact(acct, keep["id"], kept["id"]).get().exists
+    assert not store.get(store.artifact(acct, wf["id"], artifact["id"])).exists
+    assert get_status(kept_url) == 200 and store.get(store.artifact(acct, keep["id"], kept["id"])).exists
 
 
 def test_uploads_never_completed_are_deleted_with_their_bytes_a_day_after_their_url_expired(api, tenant, s3):
@@ -227,8 +233,8 @@ def test_uploads_never_completed_are_deleted_with_their_bytes_a_day_after_their_
     abandoned, recent = declare(), declare()
     put(abandoned["upload"], data)  # uploaded, never completed
     done = Agent(api, key, "agent-1").upload(wf["id"], "done.md", b"# done")
-    ref = store.artifact(acct, wf["id"], abandoned["artifact"]["id"])
-    ref.update({"upload_expires_at": datetime.now(UTC) - timedelta(days=2)})
+    record = ref(store, store.artifact(acct, wf["id"], abandoned["artifact"]["id"]))
+    record.update({"upload_expires_at": datetime.now(UTC) - timedelta(days=2)})
     objects = get_object_store()
     abandoned_key = object_key(acct, wf["id"], abandoned["artifact"]["id"])
     assert objects.stat(abandoned_key, expected_size=len(data)) is not None
@@ -236,10 +242,10 @@ def test_uploads_never_completed_are_deleted_with_their_bytes_a_day_after_their_
     report = cleanup.run(store, tasks=["records"])
 
     assert report.tasks["records"].done == 1
-    assert not ref.get().exists
+    assert not record.get().exists
     assert objects.stat(abandoned_key, expected_size=len(data)) is None
     for kept in (recent["artifact"], done):
-        assert store.artifact(acct, wf["id"], kept["id"]).get().exists
+        assert store.get(store.artifact(acct, wf["id"], kept["id"])).exists
     assert objects.stat(object_key(acct, wf["id"], done["id"]), expected_size=len(b"# done")) is not None
 
 
@@ -255,7 +261,7 @@ def _idempotent_create(api, tenant, key: str) -> dict:
 def _record(store: Store, account_id: str, key: str) -> Any:
     import hashlib
 
-    return store.idempotency(account_id, hashlib.sha256(key.encode()).hexdigest())
+    return ref(store, store.idempotency(account_id, hashlib.sha256(key.encode()).hexdigest()))
 
 
 def test_expired_idempotency_records_are_deleted_and_live_ones_kept(api, tenant):
@@ -274,7 +280,7 @@ def test_expired_idempotency_records_are_deleted_and_live_ones_kept(api, tenant)
 
 
 def test_expired_stripe_event_records_are_deleted(store):
-    ledger = store.stripe_event("_").parent
+    ledger = raw(store, store.stripe_events())
     ledger.document("evt_old").set({"type": "invoice.paid", "expires_at": _ago(1)})
     ledger.document("evt_new").set({"type": "invoice.paid", "expires_at": _ago(-1)})
     report = cleanup.run(store, tasks=["records"])
@@ -283,7 +289,7 @@ def test_expired_stripe_event_records_are_deleted(store):
 
 
 def test_unmatched_stripe_events_are_kept_for_an_operator_until_they_expire(store):
-    unmatched = store.stripe_unmatched("_").parent
+    unmatched = raw(store, store.stripe_unmatched_events())
     unmatched.document("evt_old").set({"type": "invoice.paid", "reason": "no account", "expires_at": _ago(1)})
     unmatched.document("evt_new").set({"type": "invoice.paid", "reason": "no account", "expires_at": _ago(-1)})
     report = cleanup.run(store, tasks=["records"])
@@ -295,12 +301,12 @@ def test_a_record_rewritten_after_it_was_read_is_kept(api, tenant):
     """A reused Idempotency-Key refreshes its expired record; cleanup's delete is conditional on what it read."""
     store, acct = api.store, tenant.account_id
     _idempotent_create(api, tenant, "k")
-    ref = _record(store, acct, "k")
-    ref.update({"expires_at": _ago(1)})
-    seen = ref.get()
-    ref.update({"expires_at": _ago(-1)})  # refreshed meanwhile
+    record = _record(store, acct, "k")
+    record.update({"expires_at": _ago(1)})
+    seen = store.get(store.idempotency(acct, record.id))
+    record.update({"expires_at": _ago(-1)})  # refreshed meanwhile
     assert cleanup.delete_records(store, [seen]) == 0
-    assert ref.get().exists
+    assert record.get().exists
 
 
 # ---- budgets, resumption, overlap --------------------------------------------------------------------------------
@@ -367,7 +373,7 @@ def test_two_overlapping_runs_never_do_anything_twice_and_never_fail(api, tenant
         assert assert_event_log(store, acct, wf["id"]).state == "CANCELLED"
         assert len(_cancelled_events(store, acct, wf["id"])) == 1
     for wf in expired:
-        assert not store.workflow(acct, wf["id"]).get().exists
+        assert not store.get(store.workflow(acct, wf["id"])).exists
 
 
 def test_one_run_logs_one_line_with_counts_per_task_and_what_is_left(api, tenant):

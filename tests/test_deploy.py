@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import inspect
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -68,18 +69,20 @@ def test_every_main_entry_point_is_deployed():
 
 
 def test_every_v1_operation_maps_to_one_deployed_http_function_through_the_gateway():
-    http = {n for n, s in SERVERLESS["functions"].items() if _trigger(s) == "http"}
+    http = {n for n, s in SERVERLESS["functions"].items() if _trigger(s) == "http"} - {gendeploy.PREFLIGHT_FUNCTION}
     operations = [(path, method, op["operationId"]) for path, ops in openapi.document()["paths"].items()
                   for method, op in ops.items()]
     assert all(path.startswith("/v1/") for path, _, _ in operations)
     assert sorted(f for _, _, f in operations) == sorted(http), "each HTTP function serves exactly one operation"
-    gateway = {(path, method): op for path, ops in GATEWAY["paths"].items() for method, op in ops.items()}
+    gateway = {(path, method): op for path, ops in GATEWAY["paths"].items() for method, op in ops.items()
+               if method != "options"}
     assert set(gateway) == {(p, m) for p, m, _ in operations}
     for path, method, function in operations:
         op = gateway[(path, method)]
         backend = op["x-google-backend"]
         assert op["operationId"] == function
-        assert backend["address"] == f"https://@REGION@-@PROJECT@.cloudfunctions.net/{function}"
+        # the function's Cloud Run URL (deploy.sh fills it in), which is also the audience Cloud Run accepts
+        assert backend["address"] == backend["jwt_audience"] == f"@URL:{function}@"
         assert backend["path_translation"] == "APPEND_PATH_TO_ADDRESS"
         # the function still recognises its path behind the gateway (it may see its own name first)
         concrete = path.replace("{workflow_id}", "wf_1").replace("{handoff_id}", "ho_1").replace(
@@ -87,6 +90,24 @@ def test_every_v1_operation_maps_to_one_deployed_http_function_through_the_gatew
         route = next(r for r in ROUTES if r.function == function)
         assert route.match(concrete) is not None and route.match(f"/{function}{concrete}") is not None
         assert {p["name"] for p in op.get("parameters", [])} == set(route.params)
+
+
+def test_every_v1_path_has_its_options_operation_routed_to_cors_preflight():
+    """Browsers preflight cross-origin calls; without an `options` operation the gateway answers 405 itself."""
+    paths = {r.path for r in ROUTES}
+    assert set(GATEWAY["paths"]) == paths
+    operation_ids = [op["operationId"] for ops in GATEWAY["paths"].values() for op in ops.values()]
+    assert len(operation_ids) == len(set(operation_ids)), "operationIds are unique in an API config"
+    for path in paths:
+        options = GATEWAY["paths"][path]["options"]
+        backend = options["x-google-backend"]
+        assert backend["address"] == backend["jwt_audience"] == "@URL:cors_preflight@"
+        assert backend["path_translation"] == "APPEND_PATH_TO_ADDRESS"
+        assert {p["name"] for p in options.get("parameters", [])} == set(re.findall(r"\{(\w+)\}", path))
+        methods = sorted(m.upper() for m in GATEWAY["paths"][path] if m != "options")
+        assert options["summary"] == f"CORS preflight ({', '.join(methods)})"
+    assert SERVERLESS["functions"]["cors_preflight"]["events"] == [{"http": True}]
+    assert not SERVERLESS["functions"]["cors_preflight"].get("secrets")
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.function)
@@ -141,6 +162,42 @@ def test_secrets_go_only_to_the_functions_that_read_them():
             assert not secrets & {"STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET"}, name
         for env, ref in spec.get("secrets", {}).items():
             assert ref == {"secret": gendeploy.SECRETS[env], "version": "latest"}
+
+
+def _plan() -> str:
+    return (ROOT / "infra" / "deploy-plan.sh").read_text()
+
+
+def test_each_function_runs_as_the_identity_of_exactly_the_secrets_it_reads():
+    """Issue 9: the billing functions run as accounts that may read the Stripe secrets they use; every other
+    function runs as an account that may read no Stripe secret (and no secret it does not read)."""
+    plan = _plan()
+    readers = {m.group(1): set(m.group(3).split()) for m in re.finditer(
+        r"^  ensure_secret (\S+) (\S+) ?(.*)$", plan, re.M)}
+    assert set(readers) == set(gendeploy.SECRETS.values())
+    deployed_as = {m.group(1): m.group(2) for m in re.finditer(
+        r"^      deploy_function (\S+) \S+ (\S+) ", plan, re.M)}
+    assert set(deployed_as) == set(SERVERLESS["functions"])
+    for name, spec in SERVERLESS["functions"].items():
+        account = deployed_as[name]
+        assert spec["serviceAccountEmail"] == f"{account}@${{env:PROJECT}}.iam.gserviceaccount.com"
+        may_read = {secret for secret, accounts in readers.items() if account in accounts}
+        assert may_read == {ref["secret"] for ref in spec.get("secrets", {}).values()}, name
+    stripe = {gendeploy.SECRETS["STRIPE_API_KEY"], gendeploy.SECRETS["STRIPE_WEBHOOK_SECRET"]}
+    billing = {n for n, spec in SERVERLESS["functions"].items()
+               if {ref["secret"] for ref in spec.get("secrets", {}).values()} & stripe}
+    assert billing == {"create_checkout_session", "create_portal_session", "stripe_webhook"}
+    for name in set(SERVERLESS["functions"]) - billing:
+        assert not any(deployed_as[name] in readers[s] for s in stripe), f"{name} could read a Stripe secret"
+    accounts = re.search(r"^PLAN_RUNTIME_ACCOUNTS=\((.*)\)$", plan, re.M).group(1).split()
+    assert set(deployed_as.values()) == set(accounts)
+
+
+def test_a_new_combination_of_secrets_needs_a_declared_identity(monkeypatch):
+    monkeypatch.setitem(gendeploy.STRIPE_SECRETS, "get_account", ("STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET"))
+    gendeploy.imports_of.cache_clear()
+    with pytest.raises(SystemExit, match="IDENTITIES"):
+        gendeploy.functions()
 
 
 def test_the_deploy_scripts_parse_and_name_every_function():

@@ -16,6 +16,7 @@ from shared.domain.state_machine import Role
 from shared.services import accounts, cleanup
 from tests import index_coverage
 from tests.agents import Agent
+from tests.helpers import ref
 from tools.firestore_indexes import INDEXES_FILE, IndexFile, covered, need, uncovered
 
 EMPTY = IndexFile([], [])
@@ -138,9 +139,12 @@ def run_every_query_path(api, tenant) -> set[QueryShape]:
     # cleanup: something due for every task, so that every query (and every query inside a deletion) runs
     done = api.create(tenant)
     api.move(tenant, done, "CANCELLED", key=tenant.owner)
-    store.workflow(tenant.account_id, done["id"]).update({"updated_at": datetime.now(UTC) - timedelta(days=400)})
-    store.workflow(tenant.account_id, wf["id"]).update({"updated_at": datetime.now(UTC) - timedelta(days=400)})
-    store.stripe_event("evt_1").set({"type": "invoice.paid", "expires_at": datetime.now(UTC) - timedelta(days=1)})
+    ref(store, store.workflow(tenant.account_id, done["id"])).update(
+        {"updated_at": datetime.now(UTC) - timedelta(days=400)})
+    ref(store, store.workflow(tenant.account_id, wf["id"])).update(
+        {"updated_at": datetime.now(UTC) - timedelta(days=400)})
+    ref(store, store.stripe_event("evt_1")).set(
+        {"type": "invoice.paid", "expires_at": datetime.now(UTC) - timedelta(days=1)})
     report = cleanup.run(store, now=datetime.now(UTC) + timedelta(hours=25))
     assert all(report.tasks[t].done for t in cleanup.TASKS), report.log_line()
     return set(store.queries)

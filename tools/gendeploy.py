@@ -1,9 +1,12 @@
 """Generate the deployment files from the tables the code already has, so a new function cannot be forgotten:
 
-    serverless.yml          every function: entry point, trigger, runtime, memory, timeout, environment, secrets
-    infra/api-gateway.yaml  the public /v1 paths → functions (API Gateway config, OpenAPI 2.0, x-google-backend)
-    infra/deploy-plan.sh    what infra/deploy.sh creates: functions, secrets, indexes, field overrides, TTL
-                            policies, topics and scheduler jobs (bash function calls; deploy.sh holds the logic)
+    serverless.yml          every function: entry point, trigger, runtime, identity, memory, timeout, environment,
+                            secrets
+    infra/api-gateway.yaml  the public /v1 paths → functions (API Gateway config, OpenAPI 2.0, x-google-backend),
+                            and every path's `options` operation → cors_preflight (CORS preflights)
+    infra/deploy-plan.sh    what infra/deploy.sh creates: runtime identities, secrets and who may read them,
+                            functions, indexes, field overrides with their TTL policies, topics and scheduler jobs
+                            (bash function calls; deploy.sh holds the logic)
 
 Sources: `shared.http.routes.ROUTES` (HTTP functions and paths),
 `shared.http.event_functions.EVENT_FUNCTIONS` (scheduled CloudEvent functions), `infra/firestore.indexes.json`
@@ -32,7 +35,7 @@ from shared.http.routes import ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = "python312"
-SERVICE_ACCOUNT = "qorch-functions"  # the functions' runtime identity (Firestore, its secrets; nothing else)
+PREFLIGHT_FUNCTION = "cors_preflight"  # API Gateway's backend for every `options` operation (main.py has it)
 GATEWAY_ACCOUNT = "qorch-gateway"  # API Gateway's identity towards the functions (invoker on the HTTP ones)
 TRIGGER_ACCOUNT = "qorch-trigger"  # Eventarc's identity towards the event functions (invoker on those)
 
@@ -44,6 +47,17 @@ SECRETS: dict[str, str] = {
     "QORCH_S3_SECRET_ACCESS_KEY": "qorch-s3-secret-access-key",
 }
 S3_SECRETS = ("QORCH_S3_ACCESS_KEY_ID", "QORCH_S3_SECRET_ACCESS_KEY")
+
+# Runtime identities. A function runs as the service account of exactly the secrets its code reads, and an account
+# may read exactly its secrets (plus Firestore documents, which every function uses): so a function that reads no
+# Stripe secret cannot read one, whatever its code does. A new combination of secrets must be declared here: the
+# generator refuses to guess. (account, display name)
+IDENTITIES: dict[frozenset[str], tuple[str, str]] = {
+    frozenset(): ("qorch-functions", "qorch functions that read no secret (Firestore only)"),
+    frozenset(S3_SECRETS): ("qorch-objects", "qorch artifact functions and cleanup (Firestore, object store keys)"),
+    frozenset({"STRIPE_API_KEY"}): ("qorch-billing", "qorch checkout and portal (Firestore, Stripe API key)"),
+    frozenset({"STRIPE_WEBHOOK_SECRET"}): ("qorch-webhook", "qorch Stripe webhook (Firestore, webhook secret)"),
+}
 # The adapter modules that read secrets: a function that (transitively) imports one gets its secrets, no other.
 S3_MODULE = "shared.adapters.objectstore"
 STRIPE_MODULE = "shared.adapters.stripe"
@@ -62,7 +76,7 @@ STRIPE_SECRETS: dict[str, tuple[str, ...]] = {
 ENVIRONMENT_FROM_DEPLOYER: dict[str, str] = {
     "QORCH_S3_BUCKET": "", "QORCH_S3_REGION": "us-east-1", "QORCH_S3_ENDPOINT_URL": "",
     "QORCH_S3_ADDRESSING_STYLE": "auto", "QORCH_CHECKOUT_SUCCESS_URL": "", "QORCH_CHECKOUT_CANCEL_URL": "",
-    "QORCH_PORTAL_RETURN_URL": "", "QORCH_BILLING_GRACE_DAYS": "3",
+    "QORCH_PORTAL_RETURN_URL": "", "QORCH_BILLING_GRACE_DAYS": "3", "QORCH_CORS_ORIGINS": "",
 }
 
 
@@ -85,6 +99,8 @@ OVERRIDES: dict[str, Settings] = {
     "complete_artifact": replace(DEFAULT, timeout_s=300, concurrency=8),
     # One run at a time (budget 240 s): overlapping runs are safe, but there is no point in them.
     "cleanup": replace(DEFAULT, timeout_s=300, concurrency=1, max_instances=1),
+    # Answers preflights from the route table alone: quick, many at once.
+    PREFLIGHT_FUNCTION: replace(DEFAULT, timeout_s=10, concurrency=80),
 }
 
 
@@ -97,6 +113,7 @@ class Function:
     trigger: str  # "http" or "topic"
     settings: Settings
     secrets: tuple[str, ...]  # environment variable names, each from SECRETS
+    account: str = ""  # the runtime service account (name, without @project...), from IDENTITIES
     method: str | None = None
     path: str | None = None
     topic: str | None = None
@@ -143,12 +160,26 @@ def secrets_of(name: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def identity_of(secrets: tuple[str, ...]) -> str:
+    found = IDENTITIES.get(frozenset(secrets))
+    if found is None:
+        raise SystemExit(f"no runtime identity reads exactly {sorted(secrets)}: declare one in IDENTITIES "
+                         "(tools/gendeploy.py)")
+    return found[0]
+
+
 def functions() -> list[Function]:
     out = [Function(r.function, "http", OVERRIDES.get(r.function, DEFAULT), secrets_of(r.function),
                     method=r.method, path=r.path) for r in ROUTES]
+    out.append(Function(PREFLIGHT_FUNCTION, "http", OVERRIDES[PREFLIGHT_FUNCTION], secrets_of(PREFLIGHT_FUNCTION)))
     out += [Function(f.function, "topic", OVERRIDES.get(f.function, DEFAULT), secrets_of(f.function),
                      topic=f.topic, schedule=f.schedule) for f in EVENT_FUNCTIONS]
-    return out
+    return [replace(fn, account=identity_of(fn.secrets)) for fn in out]
+
+
+def accounts_by_secret() -> dict[str, list[str]]:
+    """Secret env var → the runtime accounts that may read it (those of the functions that read it)."""
+    return {env: sorted({fn.account for fn in functions() if env in fn.secrets}) for env in SECRETS}
 
 
 def price_variables() -> list[str]:
@@ -164,13 +195,18 @@ SERVERLESS_HEADER = """\
 # fails when this file differs.
 #
 # Every deployed function: its entry point in main.py (`handler`), its trigger (HTTP, or a Pub/Sub topic delivered
-# as a CloudEvent), runtime, memory, timeout, environment and secrets (Secret Manager).
+# as a CloudEvent), runtime, identity (the service account of exactly the secrets it reads), memory, timeout,
+# environment and secrets (Secret Manager).
 #
 # Production runs these as Cloud Functions 2nd gen, deployed by infra/deploy.sh from the same settings
 # (infra/deploy-plan.sh). The Serverless Framework's Google plugin only knows 1st gen (Deployment Manager, and
 # Pub/Sub triggers as legacy background events, not CloudEvents), so `serverless deploy` is not the way to deploy
 # qorch; this file is the declaration that the checks and the docs read. See docs/deploy.md.
 """
+
+
+def _email(account: str) -> str:
+    return f"{account}@" + "${env:PROJECT}.iam.gserviceaccount.com"
 
 
 def _env_ref(name: str, default: str = "") -> str:
@@ -191,7 +227,7 @@ def serverless() -> str:
             "project": "${env:PROJECT}",
             "region": "${env:REGION, 'europe-west1'}",
             "runtime": RUNTIME,
-            "serviceAccountEmail": f"{SERVICE_ACCOUNT}@" + "${env:PROJECT}.iam.gserviceaccount.com",
+            "serviceAccountEmail": _email(IDENTITIES[frozenset()][0]),
             "memorySize": DEFAULT.memory_mb,
             "timeout": f"{DEFAULT.timeout_s}s",
             "labels": {"app": "qorch"},
@@ -201,9 +237,9 @@ def serverless() -> str:
         "functions": {},
     }
     for fn in functions():
-        entry: dict[str, Any] = {"handler": fn.name, "memorySize": fn.settings.memory_mb,
-                                 "timeout": f"{fn.settings.timeout_s}s", "minInstances": fn.settings.min_instances,
-                                 "maxInstances": fn.settings.max_instances}
+        entry: dict[str, Any] = {"handler": fn.name, "serviceAccountEmail": _email(fn.account),
+                                 "memorySize": fn.settings.memory_mb, "timeout": f"{fn.settings.timeout_s}s",
+                                 "minInstances": fn.settings.min_instances, "maxInstances": fn.settings.max_instances}
         if fn.trigger == "http":
             entry["events"] = [{"http": True}]
             entry["labels"] = {"trigger": "http"}
@@ -221,16 +257,27 @@ def serverless() -> str:
 
 GATEWAY_HEADER = """\
 # GENERATED by `python -m tools.gendeploy` from shared/http/routes.py. Do not edit by hand.
-# API Gateway config (OpenAPI 2.0): each public /v1 operation → its function, with the gateway's own identity
-# token (the functions refuse unauthenticated calls; the caller's Authorization header reaches the function as
-# X-Forwarded-Authorization). infra/deploy.sh replaces @PROJECT@ and @REGION@ before uploading it.
+# API Gateway config (OpenAPI 2.0): each public /v1 operation → its function, and every path's `options` operation
+# (CORS preflights) → cors_preflight. The gateway calls a function with its own identity token (the functions refuse
+# unauthenticated calls; the caller's Authorization header reaches the function as X-Forwarded-Authorization).
+# The token's audience must be one Cloud Run accepts: the function's Cloud Run service URL (*.run.app), which is
+# also the address. infra/deploy.sh replaces each @URL:<function>@ with that URL (serviceConfig.uri) before upload.
 """
 
 
+def service_url_placeholder(function: str) -> str:
+    return f"@URL:{function}@"
+
+
 def _backend(fn: Function) -> dict[str, Any]:
-    address = f"https://@REGION@-@PROJECT@.cloudfunctions.net/{fn.name}"
-    return {"address": address, "jwt_audience": address, "path_translation": "APPEND_PATH_TO_ADDRESS",
+    url = service_url_placeholder(fn.name)
+    return {"address": url, "jwt_audience": url, "path_translation": "APPEND_PATH_TO_ADDRESS",
             "deadline": float(fn.settings.timeout_s)}
+
+
+def _preflight_operation_id(path: str) -> str:
+    return "preflight_" + "_".join(p.strip("{}") for p in path.split("/")[2:] if p).replace("-", "_").replace(
+        ".", "_")
 
 
 def api_gateway() -> str:
@@ -244,6 +291,17 @@ def api_gateway() -> str:
         op["responses"] = {str(route.status): {"description": "Success"},
                            "default": {"description": "application/problem+json (RFC 9457) with a stable code"}}
         paths.setdefault(route.path, {})[route.method.lower()] = op
+    preflight = by_name[PREFLIGHT_FUNCTION]
+    for path, ops in paths.items():
+        methods = ", ".join(sorted(m.upper() for m in ops))
+        op = {"operationId": _preflight_operation_id(path), "summary": f"CORS preflight ({methods})",
+              "x-google-backend": _backend(preflight)}
+        params = next(r.params for r in ROUTES if r.path == path)
+        if params:
+            op["parameters"] = [{"name": p, "in": "path", "required": True, "type": "string"} for p in params]
+        op["responses"] = {"204": {"description": "The path's methods, and CORS headers for an allowed origin"},
+                           "default": {"description": "application/problem+json (RFC 9457) with a stable code"}}
+        ops["options"] = op
     doc = {
         "swagger": "2.0",
         "info": {"title": "qorch", "version": "1.0.0",
@@ -278,16 +336,32 @@ def _index_field(field: dict[str, str]) -> str:
 def deploy_plan() -> str:
     fns = functions()
     indexes = json.loads((ROOT / "infra" / "firestore.indexes.json").read_text())
+    readers = accounts_by_secret()
     lines = [PLAN_HEADER]
-    lines.append("# Secret Manager secrets (values are added by the operator, never by this script), by env var.")
+    lines.append("# Runtime identities: one service account per set of secrets its functions read (IDENTITIES).")
+    lines.append("plan_runtime_accounts() {")
+    lines += [f"  ensure_runtime_account {name} {_q(title)}" for name, title in IDENTITIES.values()]
+    lines.append("}")
+    lines.append("PLAN_RUNTIME_ACCOUNTS=(" + " ".join(name for name, _ in IDENTITIES.values()) + ")\n")
+    lines.append("# Secret Manager secrets: name, the env var that may carry its value, then the only runtime accounts")
+    lines.append("# that may read it (those of the functions that read it).")
     lines.append("plan_secrets() {")
-    lines += [f"  ensure_secret {SECRETS[env]} {env}" for env in SECRETS]
+    lines += [f"  ensure_secret {SECRETS[env]} {env} {' '.join(readers[env])}".rstrip() for env in SECRETS]
+    lines.append("}")
+    lines.append("PLAN_SECRETS=(" + " ".join(SECRETS.values()) + ")\n")
+    lines.append("# The functions that mount a secret (to redeploy them when its value changes).")
+    lines.append("plan_secret_functions() {")
+    lines.append('  case "$1" in')
+    for env, secret in SECRETS.items():
+        lines.append(f"    {secret}) echo {' '.join(fn.name for fn in fns if env in fn.secrets)} ;;")
+    lines.append('    *) echo "no secret named $1 (see plan_secrets)" >&2; return 2 ;;')
+    lines.append("  esac")
     lines.append("}\n")
     lines.append("# Plain configuration every function receives (values from the deployer's environment).")
     lines.append("PLAN_ENVIRONMENT=(" + " ".join((*ENVIRONMENT_FROM_DEPLOYER, *price_variables())) + ")\n")
-    lines.append("# Functions: name, trigger (http | topic:TOPIC), memory MB, cpu, timeout s, concurrency, min and max")
-    lines.append("# instances, then the secrets (ENV=secret) it may read. Everything else about a function is in")
-    lines.append("# deploy_function (infra/deploy.sh).")
+    lines.append("# Functions: name, trigger (http | topic:TOPIC), runtime account, memory MB, cpu, timeout s,")
+    lines.append("# concurrency, min and max instances, then the secrets (ENV=secret) it may read. Everything else")
+    lines.append("# about a function is in deploy_function (infra/deploy.sh).")
     lines.append("PLAN_FUNCTIONS=(" + " ".join(fn.name for fn in fns) + ")")
     lines.append("plan_function() {")
     lines.append('  case "$1" in')
@@ -295,15 +369,16 @@ def deploy_plan() -> str:
         trigger = "http" if fn.trigger == "http" else f"topic:{fn.topic}"
         secrets = ",".join(f"{env}={SECRETS[env]}:latest" for env in fn.secrets)
         s = fn.settings
-        where = f"{fn.method} {fn.path}" if fn.trigger == "http" else f"schedule {fn.schedule}"
+        where = (f"{fn.method} {fn.path}" if fn.method else "OPTIONS of every /v1 path, behind the gateway") \
+            if fn.trigger == "http" else f"schedule {fn.schedule}"
         lines.append(f"    {fn.name})  # {where}")
-        lines.append(f"      deploy_function {fn.name} {trigger} {s.memory_mb} {s.cpu} {s.timeout_s} {s.concurrency} "
-                     f"{s.min_instances} {s.max_instances} {_q(secrets)} ;;")
+        lines.append(f"      deploy_function {fn.name} {trigger} {fn.account} {s.memory_mb} {s.cpu} {s.timeout_s} "
+                     f"{s.concurrency} {s.min_instances} {s.max_instances} {_q(secrets)} ;;")
     lines.append('    *) echo "no function named $1 (see PLAN_FUNCTIONS)" >&2; return 2 ;;')
     lines.append("  esac")
     lines.append("}\n")
-    lines.append("# Firestore: composite indexes, single-field overrides (exemptions, collection-group scopes) and TTL")
-    lines.append("# policies, from infra/firestore.indexes.json.")
+    lines.append("# Firestore: composite indexes, then single-field overrides (exemptions, collection-group scopes),")
+    lines.append("# each with its TTL policy in the same field update, from infra/firestore.indexes.json.")
     lines.append("plan_firestore() {")
     for index in indexes["indexes"]:
         fields = " ".join(_index_field(f) for f in index["fields"])
@@ -315,10 +390,12 @@ def deploy_plan() -> str:
                                            **({"arrayConfig": i["arrayConfig"]} if "arrayConfig" in i
                                               else {"order": i["order"]})}]}
                               for i in override["indexes"]]}
-        lines.append(f"  ensure_field_indexes {override['collectionGroup']} {override['fieldPath']} "
-                     f"{_q(json.dumps(config, separators=(',', ':')))}")
-        if override.get("ttl"):
-            lines.append(f"  ensure_ttl {override['collectionGroup']} {override['fieldPath']}")
+        lines.append(f"  ensure_field {override['collectionGroup']} {override['fieldPath']} "
+                     f"{_q(json.dumps(config, separators=(',', ':')))} {'ttl' if override.get('ttl') else 'no-ttl'}")
+    lines.append("}\n")
+    lines.append("# Pub/Sub topics, created before the functions they trigger.")
+    lines.append("plan_topics() {")
+    lines += [f"  ensure_topic {topic}" for topic in dict.fromkeys(f.topic for f in EVENT_FUNCTIONS)]
     lines.append("}\n")
     lines.append("# Cloud Scheduler → Pub/Sub topic → CloudEvent function.")
     lines.append("plan_schedules() {")

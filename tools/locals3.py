@@ -35,13 +35,15 @@ class LocalS3:
         from moto.server import ThreadedMotoServer
 
         from shared.adapters.objectstore import ObjectStore, ObjectStoreConfig, use_object_store
+        from shared.runtime.config import config
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self.server.start()
         os.environ.update(self.env())
+        config.cache_clear()  # the configuration is read again, with these settings
         use_object_store(None)  # the next use reads the configuration just set
-        ObjectStore(ObjectStoreConfig.from_env()).ensure_bucket()
+        ObjectStore(ObjectStoreConfig.from_settings(config())).ensure_bucket()
         return self
 
     def stop(self) -> None:

@@ -11,6 +11,7 @@ import functions_framework
 
 import main
 from shared.domain.errors import MethodNotAllowed, NotFound
+from shared.http import cors
 from shared.http.endpoint import problem_response
 from shared.http.routes import ROUTES
 
@@ -20,11 +21,14 @@ def router(request: flask.Request) -> Any:
     # Only bare /v1 paths here: the optional leading segment a function tolerates is the gateway's business.
     matching = [r for r in ROUTES if request.path.startswith("/v1/") and r.match(request.path) is not None]
     if not matching:
-        return problem_response(NotFound("No such resource."), request.path)
+        return cors.decorate(request, problem_response(NotFound("No such resource."), request.path))
     for route in matching:
-        if route.method == request.method:
+        # A preflight goes to a function of the path, as in production each function answers its own path's
+        # (the gateway sends it to cors_preflight, which answers the same way).
+        if route.method == request.method or request.method == "OPTIONS":
             return getattr(main, route.function)(request)
-    return problem_response(MethodNotAllowed(sorted({r.method for r in matching})), request.path)
+    return cors.decorate(request, problem_response(MethodNotAllowed(sorted({r.method for r in matching})),
+                                                   request.path))
 
 
 def create_app() -> flask.Flask:

@@ -43,6 +43,14 @@ def bootstrap_dev_account() -> str:
     return secret
 
 
+def allow_dashboard_origin(port: int) -> str:
+    """CORS: the dashboard served from this router's own address may call the API, besides QORCH_CORS_ORIGINS."""
+    own = [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+    given = [o.strip() for o in os.environ.get("QORCH_CORS_ORIGINS", "").split(",") if o.strip()]
+    os.environ["QORCH_CORS_ORIGINS"] = ",".join(dict.fromkeys([*given, *own]))
+    return os.environ["QORCH_CORS_ORIGINS"]
+
+
 def _stop_on_signal(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM/SIGHUP clean up exactly like Ctrl-C: the emulator must not outlive us
 
@@ -51,7 +59,9 @@ def _stop_on_signal(signum: int, frame: object) -> None:
 def backends() -> Iterator[None]:
     """The Firestore emulator (unless FIRESTORE_EMULATOR_HOST is set) and moto as the local S3 endpoint (unless
     QORCH_S3_BUCKET is set), with this process's environment pointed at them; stopped on the way out. Raises
-    MissingPrerequisite when the emulator cannot run here."""
+    MissingPrerequisite when the emulator cannot run here. (`make run`, and `make demo` when no stack runs.)"""
+    from shared.runtime.config import config
+
     emulator = s3 = None
     try:
         if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
@@ -59,6 +69,7 @@ def backends() -> Iterator[None]:
             emulator = Emulator().start()
             os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.address
         os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "qorch-local")
+        config.cache_clear()  # the configuration is read again, with the settings just made
         if not os.environ.get("QORCH_S3_BUCKET"):  # artifacts: moto as the local S3 endpoint, bucket created
             from tools.locals3 import LocalS3
 
@@ -89,7 +100,15 @@ def announced(api_url: str) -> Iterator[None]:
 def main() -> int:
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGHUP, _stop_on_signal)
+    from shared.runtime.config import ConfigError, config
+
+    try:
+        config()  # a bad setting stops here, before anything is started, with the message the instance would give
+    except ConfigError as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 2
     port = int(os.environ.get("PORT", "8080"))
+    origins = allow_dashboard_origin(port)  # before anything reads the configuration (it is read once)
     try:
         with backends():
             key = bootstrap_dev_account()
@@ -100,6 +119,7 @@ def main() -> int:
                 f"{os.environ['QORCH_S3_BUCKET']}\n"
                 f"Dev account: {DEV_ACCOUNT} (plan dev, entitled)\n"
                 f"Owner API key (also in {KEY_FILE.relative_to(ROOT)}):\n  {key}\n"
+                f"CORS origins allowed: {origins}\n"
                 f"Serving http://127.0.0.1:{port}/v1  (Ctrl-C stops everything)\n",
                 flush=True,
             )

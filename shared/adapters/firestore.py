@@ -1,6 +1,7 @@
 """The one Firestore adapter. Everything the product reads or writes goes through `Store`, which
 
-- names every document path (tenancy is structural: a workflow lives under its account),
+- names every document path (tenancy is structural: a workflow lives under its account) and hands services opaque
+  `Key`s and `Doc`s (a document's fields and update time), so no Firestore type or path leaves this module,
 - counts RPCs (tests assert on the count, never on the clock) and records each query's shape (for index checks),
 - turns store failures into `Unavailable` (503) and lost precondition races into `WriteConflict`.
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,10 +26,62 @@ from shared.domain.errors import Unavailable
 from shared.runtime.config import config
 from shared.runtime.instance import PerInstance
 
-DocRef = firestore.DocumentReference
-Increment = firestore.Increment
-DeleteField = firestore.DELETE_FIELD
-Snapshot = firestore.DocumentSnapshot
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """Where one document lives. Services get keys from the `Store`'s path methods and hand them back; what a path
+    looks like is this module's business alone."""
+
+    path: str
+
+    @property
+    def id(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    """A collection to query: one collection's path, or (with `group`) a collection id across every account."""
+
+    path: str
+    group: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Doc:
+    """A document as read: its fields (None: it does not exist) and the time of its last write, which a later write
+    may require to be unchanged (`if_updated_at`)."""
+
+    key: Key
+    data: dict[str, Any] | None
+    update_time: datetime | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self.data is not None
+
+    @property
+    def id(self) -> str:
+        return self.key.id
+
+    @property
+    def account_id(self) -> str | None:
+        """The account the document belongs to (None for the global collections). Tenancy is structural: an
+        account's documents live under accounts/{account_id}/."""
+        parts = self.key.path.split("/")
+        return parts[1] if parts[0] == "accounts" and len(parts) >= 2 else None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.data.get(name, default) if self.data is not None else default
+
+
+def _doc(snap: firestore.DocumentSnapshot) -> Doc:
+    return Doc(Key(snap.reference.path), snap.to_dict() if snap.exists else None,
+               snap.update_time if snap.exists else None)
 
 
 class WriteConflict(Exception):
@@ -45,32 +98,43 @@ class QueryShape:
     order: tuple[tuple[str, str], ...]
 
 
+Op = tuple[str, Key, dict[str, Any] | None, datetime | None]
+
+
 @dataclass
 class Writes:
     """The writes of one atomic commit, built up by the service layer and committed by `Store.commit`."""
 
-    ops: list[tuple[str, DocRef, dict[str, Any] | None, datetime | None]] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
 
-    def create(self, ref: DocRef, data: dict[str, Any]) -> None:
-        self.ops.append(("create", ref, data, None))
+    def __len__(self) -> int:
+        return len(self.ops)
 
-    def update(self, ref: DocRef, data: dict[str, Any], *, if_updated_at: datetime | None) -> None:
+    def create(self, key: Key, data: dict[str, Any]) -> None:
+        self.ops.append(("create", key, data, None))
+
+    def update(self, key: Key, data: dict[str, Any], *, if_updated_at: datetime | None,
+               remove: Iterable[str] = (), add: Mapping[str, int | float] | None = None) -> None:
         """Update fields of an existing document; with `if_updated_at`, only if it is unchanged since then.
-        (None is for commutative writes such as `firestore.Increment`, which need no precondition.)"""
-        self.ops.append(("update", ref, data, if_updated_at))
+        `remove`: fields to delete. `add`: numbers to add to fields server-side (commutative, so they need no
+        precondition of their own: a counter kept in step without reading it)."""
+        fields = dict(data)
+        fields.update({name: firestore.DELETE_FIELD for name in remove})
+        fields.update({name: firestore.Increment(n) for name, n in (add or {}).items()})
+        self.ops.append(("update", key, fields, if_updated_at))
 
-    def set(self, ref: DocRef, data: dict[str, Any]) -> None:
-        self.ops.append(("set", ref, data, None))
+    def set(self, key: Key, data: dict[str, Any]) -> None:
+        self.ops.append(("set", key, data, None))
 
-    def delete(self, ref: DocRef, *, if_updated_at: datetime | None = None) -> None:
-        self.ops.append(("delete", ref, None, if_updated_at))
+    def delete(self, key: Key, *, if_updated_at: datetime | None = None) -> None:
+        self.ops.append(("delete", key, None, if_updated_at))
 
-    def replace(self, ref: DocRef, data: dict[str, Any], seen: Snapshot) -> None:
-        """Write `data` at `ref` only if it is still as `seen` (absent: create; present: same update time)."""
+    def replace(self, key: Key, data: dict[str, Any], seen: Doc) -> None:
+        """Write `data` at `key` only if it is still as `seen` (absent: create; present: same update time)."""
         if seen.exists:
-            self.update(ref, data, if_updated_at=seen.update_time)
+            self.update(key, data, if_updated_at=seen.update_time)
         else:
-            self.create(ref, data)
+            self.create(key, data)
 
 
 _CONFLICTS = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Aborted, gexc.Conflict)
@@ -95,54 +159,68 @@ class Store:
 
     # ---- paths ----------------------------------------------------------------------------------------------
 
-    def account(self, account_id: str) -> DocRef:
-        return self.client.collection("accounts").document(account_id)
+    def account(self, account_id: str) -> Key:
+        return Key(f"accounts/{account_id}")
 
-    def api_keys(self) -> firestore.CollectionReference:
-        return self.client.collection("api_keys")
+    def api_keys(self) -> Collection:
+        return Collection("api_keys")
 
-    def api_key(self, key_hash: str) -> DocRef:
-        return self.api_keys().document(key_hash)
+    def api_key(self, key_hash: str) -> Key:
+        return Key(f"api_keys/{key_hash}")
 
-    def workflows(self, account_id: str) -> firestore.CollectionReference:
-        return self.account(account_id).collection("workflows")
+    def workflows(self, account_id: str) -> Collection:
+        return Collection(f"accounts/{account_id}/workflows")
 
-    def workflow(self, account_id: str, workflow_id: str) -> DocRef:
-        return self.workflows(account_id).document(workflow_id)
+    def workflow(self, account_id: str, workflow_id: str) -> Key:
+        return Key(f"accounts/{account_id}/workflows/{workflow_id}")
 
-    def events(self, account_id: str, workflow_id: str) -> firestore.CollectionReference:
-        return self.workflow(account_id, workflow_id).collection("events")
+    def events(self, account_id: str, workflow_id: str) -> Collection:
+        return Collection(f"accounts/{account_id}/workflows/{workflow_id}/events")
 
-    def event(self, account_id: str, workflow_id: str, seq: int) -> DocRef:
+    def event(self, account_id: str, workflow_id: str, seq: int) -> Key:
         # Zero-padded so that document ids sort like seq.
-        return self.events(account_id, workflow_id).document(f"{seq:010d}")
+        return Key(f"accounts/{account_id}/workflows/{workflow_id}/events/{seq:010d}")
 
-    def idempotency(self, account_id: str, key_hash: str) -> DocRef:
-        return self.account(account_id).collection("idempotency").document(key_hash)
+    def idempotency(self, account_id: str, key_hash: str) -> Key:
+        return Key(f"accounts/{account_id}/idempotency/{key_hash}")
 
     # Hand-offs: one collection per account, so the work queue is one query and tenancy stays structural.
-    def handoffs(self, account_id: str) -> firestore.CollectionReference:
-        return self.account(account_id).collection("handoffs")
+    def handoffs(self, account_id: str) -> Collection:
+        return Collection(f"accounts/{account_id}/handoffs")
 
-    def handoff(self, account_id: str, handoff_id: str) -> DocRef:
-        return self.handoffs(account_id).document(handoff_id)
+    def handoff(self, account_id: str, handoff_id: str) -> Key:
+        return Key(f"accounts/{account_id}/handoffs/{handoff_id}")
 
-    def artifacts(self, account_id: str, workflow_id: str) -> firestore.CollectionReference:
-        return self.workflow(account_id, workflow_id).collection("artifacts")
+    def artifacts(self, account_id: str, workflow_id: str) -> Collection:
+        return Collection(f"accounts/{account_id}/workflows/{workflow_id}/artifacts")
 
-    def artifact(self, account_id: str, workflow_id: str, artifact_id: str) -> DocRef:
-        return self.artifacts(account_id, workflow_id).document(artifact_id)
+    def artifact(self, account_id: str, workflow_id: str, artifact_id: str) -> Key:
+        return Key(f"accounts/{account_id}/workflows/{workflow_id}/artifacts/{artifact_id}")
 
     # Billing: one record per Stripe event processed (exactly-once), the Stripe customer → account index, and the
     # events no account claimed (for an operator to look at).
-    def stripe_event(self, event_id: str) -> DocRef:
-        return self.client.collection("stripe_events").document(event_id)
+    def stripe_events(self) -> Collection:
+        return Collection("stripe_events")
 
-    def stripe_customer(self, customer_id: str) -> DocRef:
-        return self.client.collection("stripe_customers").document(customer_id)
+    def stripe_event(self, event_id: str) -> Key:
+        return Key(f"stripe_events/{event_id}")
 
-    def stripe_unmatched(self, event_id: str) -> DocRef:
-        return self.client.collection("stripe_unmatched").document(event_id)
+    def stripe_customer(self, customer_id: str) -> Key:
+        return Key(f"stripe_customers/{customer_id}")
+
+    def stripe_unmatched_events(self) -> Collection:
+        return Collection("stripe_unmatched")
+
+    def stripe_unmatched(self, event_id: str) -> Key:
+        return Key(f"stripe_unmatched/{event_id}")
+
+    @staticmethod
+    def every_account(collection_id: str) -> Collection:
+        """One collection of every account at once (a collection-group query: the cleanup's)."""
+        return Collection(collection_id, group=True)
+
+    def _ref(self, key: Key) -> firestore.DocumentReference:
+        return self.client.document(key.path)
 
     # ---- RPCs -----------------------------------------------------------------------------------------------
 
@@ -165,23 +243,26 @@ class Store:
         except _UNREACHABLE as exc:
             raise Unavailable("The document store did not answer in time; retry shortly.") from exc
 
-    def get(self, ref: DocRef) -> Snapshot:
+    def get(self, key: Key) -> Doc:
         with self._rpc("get"):
-            snap = ref.get(retry=self._read_retry, timeout=self.timeout)
+            snap = self._ref(key).get(retry=self._read_retry, timeout=self.timeout)
         self._count("read", 1)
-        return snap
+        return _doc(snap)
 
-    def get_many(self, refs: list[DocRef]) -> dict[str, Snapshot]:
-        """One batched read (BatchGetDocuments). Returns snapshots by document path, missing ones included."""
+    def get_many(self, keys: Iterable[Key]) -> dict[Key, Doc]:
+        """One batched read (BatchGetDocuments). Returns every document asked for, missing ones included."""
+        keys = list(dict.fromkeys(keys))
         with self._rpc("batch_get"):
-            snaps = list(self.client.get_all(refs, retry=self._read_retry, timeout=self.timeout))
-        self._count("read", len(refs))
-        return {snap.reference.path: snap for snap in snaps}
+            snaps = list(self.client.get_all([self._ref(k) for k in keys], retry=self._read_retry,
+                                             timeout=self.timeout))
+        self._count("read", len(keys))
+        return {doc.key: doc for doc in map(_doc, snaps)}
 
     def batch(self, writes: Writes) -> firestore.WriteBatch:
         """`writes` as the client's WriteBatch, preconditions included (no RPC: `commit` sends it)."""
         batch = self.client.batch()
-        for op, ref, data, if_updated_at in writes.ops:
+        for op, key, data, if_updated_at in writes.ops:
+            ref = self._ref(key)
             option = self.client.write_option(last_update_time=if_updated_at) if if_updated_at else None
             if op == "create":
                 batch.create(ref, data)
@@ -194,7 +275,8 @@ class Store:
         return batch
 
     def commit(self, writes: Writes) -> None:
-        """One atomic commit of all `writes`: all land or none does."""
+        """One atomic commit of all `writes`: all land or none does. Services commit through
+        `shared.services.commits`, which owns what a lost race (`WriteConflict`) means."""
         batch = self.batch(writes)
         with self._rpc("commit"):
             try:
@@ -205,45 +287,33 @@ class Store:
 
     def query(
         self,
-        parent: firestore.CollectionReference | str,
+        parent: Collection,
         *,
-        filters: list[tuple[str, str, Any]] = (),  # type: ignore[assignment]
-        order: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        filters: Iterable[tuple[str, str, Any]] = (),
+        order: Iterable[tuple[str, str]] = (),
         limit: int | None = None,
-        start_after: dict[str, Any] | None = None,
-    ) -> list[Snapshot]:
-        """One query (one RPC). `parent` is a collection, or a collection id for a collection-group query."""
-        group = isinstance(parent, str)
-        q = self.client.collection_group(parent) if group else parent
+        start_after: Mapping[str, Any] | None = None,
+    ) -> list[Doc]:
+        """One query (one RPC). `start_after`: the ordered fields' values of the last document of the previous page
+        (`__name__` may be given as its `Key`)."""
+        filters, order = list(filters), list(order)
+        q = self.client.collection_group(parent.path) if parent.group else self.client.collection(parent.path)
         for field_path, op, value in filters:
             q = q.where(filter=firestore.FieldFilter(field_path, op, value))
         for field_path, direction in order:
             q = q.order_by(field_path, direction=direction)
         if start_after:
-            q = q.start_after(start_after)
+            q = q.start_after({k: self._ref(v) if isinstance(v, Key) else v for k, v in start_after.items()})
         if limit:
             q = q.limit(limit)
-        shape = QueryShape(parent if group else parent.id, group, tuple((f, o) for f, o, _ in filters), tuple(order))
+        shape = QueryShape(parent.id, parent.group, tuple((f, o) for f, o, _ in filters), tuple(order))
         with self._lock:
             self.queries.append(shape)
         with self._rpc("query"):
             found = list(q.stream(retry=self._read_retry, timeout=self.timeout))
         self._count("read", max(1, len(found)))
-        return found
+        return [_doc(s) for s in found]
 
-
-    def delete_matching(self, parent: firestore.CollectionReference, *,
-                        filters: list[tuple[str, str, Any]] = (), page: int = 400) -> int:  # type: ignore[assignment]
-        """Delete every document the query finds, one commit per page (a deleted workflow's children); returns how
-        many. Unconditional deletes: safe to repeat, and two runs at once delete nothing twice."""
-        deleted = 0
-        while snaps := self.query(parent, filters=filters, limit=page):
-            writes = Writes()
-            for snap in snaps:
-                writes.delete(snap.reference)
-            self.commit(writes)
-            deleted += len(snaps)
-        return deleted
 
 _store: PerInstance[Store] = PerInstance(lambda: Store(firestore.Client(project=config().project)))
 

@@ -1,17 +1,9 @@
 """The one object-store adapter: any S3-compatible service through boto3 (AWS S3, DigitalOcean Spaces, Google Cloud
 Storage's XML API with HMAC keys, MinIO; moto locally and in the tests).
 
-Configuration, read from the environment once per instance on first use (never at import):
-
-    QORCH_S3_BUCKET             required: the bucket that holds every account's artifacts
-    QORCH_S3_REGION             default us-east-1 (Spaces: e.g. fra1; GCS: auto)
-    QORCH_S3_ENDPOINT_URL       unset: AWS S3; else e.g. https://fra1.digitaloceanspaces.com,
-                                https://storage.googleapis.com, http://127.0.0.1:9000
-    QORCH_S3_ACCESS_KEY_ID      no default; give both or neither (neither: boto3's own credential chain,
-    QORCH_S3_SECRET_ACCESS_KEY  e.g. an IAM role on AWS)
-    QORCH_S3_ADDRESSING_STYLE   auto (default), path (MinIO, moto) or virtual
-    QORCH_S3_SIGN_CHECKSUM      true (default): presigned PUTs require x-amz-checksum-sha256, so AWS S3 itself refuses
-                                other bytes; false for a service that rejects that header
+Configuration: the `QORCH_S3_*` settings of `shared.runtime.config` (bucket, region, endpoint, credentials,
+addressing style, checksum signing), validated with the rest of the configuration at start. Only a missing bucket
+waits until an artifact function needs it (every other function runs without one).
 
 `boto3` is imported here only, lazily, and the client is created once per instance on first use: functions that
 never touch artifacts never pay for it.
@@ -22,14 +14,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from shared.domain.errors import Unavailable
+from shared.runtime.config import Settings, config
 from shared.runtime.instance import PerInstance
 
 _CHUNK = 1024 * 1024
@@ -50,24 +42,14 @@ class ObjectStoreConfig:
     sign_checksum: bool = True
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ObjectStoreConfig:
-        def get(name: str) -> str | None:
-            return (environ.get(name) or "").strip() or None
-
-        bucket = get("QORCH_S3_BUCKET")
-        if not bucket:
+    def from_settings(cls, settings: Settings) -> ObjectStoreConfig:
+        if not settings.s3_bucket:
             raise ObjectStoreNotConfigured("QORCH_S3_BUCKET is not set: artifacts need a bucket.")
-        key, secret = get("QORCH_S3_ACCESS_KEY_ID"), get("QORCH_S3_SECRET_ACCESS_KEY")
-        if bool(key) != bool(secret):
-            raise ObjectStoreNotConfigured(
-                "Set both QORCH_S3_ACCESS_KEY_ID and QORCH_S3_SECRET_ACCESS_KEY, or neither.")
-        style = get("QORCH_S3_ADDRESSING_STYLE") or "auto"
-        if style not in ("auto", "path", "virtual"):
-            raise ObjectStoreNotConfigured("QORCH_S3_ADDRESSING_STYLE must be auto, path or virtual.")
-        return cls(bucket=bucket, region=get("QORCH_S3_REGION") or "us-east-1",
-                   endpoint_url=get("QORCH_S3_ENDPOINT_URL"), access_key_id=key, secret_access_key=secret,
-                   addressing_style=style,
-                   sign_checksum=(get("QORCH_S3_SIGN_CHECKSUM") or "true").lower() not in ("0", "false", "no"))
+        key, secret = settings.s3_access_key_id, settings.s3_secret_access_key
+        return cls(bucket=settings.s3_bucket, region=settings.s3_region, endpoint_url=settings.s3_endpoint_url,
+                   access_key_id=key.get_secret_value() if key else None,
+                   secret_access_key=secret.get_secret_value() if secret else None,
+                   addressing_style=settings.s3_addressing_style, sign_checksum=settings.s3_sign_checksum)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +199,7 @@ class ObjectStore:
                 self.client.create_bucket(Bucket=self.cfg.bucket, **extra)
 
 
-_store: PerInstance[ObjectStore] = PerInstance(lambda: ObjectStore(ObjectStoreConfig.from_env()))
+_store: PerInstance[ObjectStore] = PerInstance(lambda: ObjectStore(ObjectStoreConfig.from_settings(config())))
 
 
 def get_object_store() -> ObjectStore:

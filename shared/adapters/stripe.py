@@ -2,9 +2,10 @@
 Session, Billing Portal session). `stripe` is imported on first use, and the API client is created once per
 instance, so functions that never talk to Stripe never load it.
 
-Configuration (environment; Secret Manager in production): STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET, and optionally
-STRIPE_API_BASE (another API host: the tests' local server, or stripe-mock) and STRIPE_MAX_NETWORK_RETRIES
-(default 2; the library retries connection errors, 409/429/5xx with the same idempotency key).
+Configuration (`shared.runtime.config`; the secrets from Secret Manager in production): STRIPE_API_KEY,
+STRIPE_WEBHOOK_SECRET, and optionally STRIPE_API_BASE (another API host: the tests' local server, or stripe-mock) and
+STRIPE_MAX_NETWORK_RETRIES (default 2; the library retries connection errors, 409/429/5xx with the same idempotency
+key).
 
 Stripe's failures become the product's problems: unreachable or 5xx/429 → 503 `unavailable` (retry), a refused
 request → 502 `billing_provider_error`, a rejected API key → 503 `billing_not_configured`. (An idempotency clash,
@@ -14,7 +15,6 @@ e.g. two retries in flight at once, is a 503 too: the retry gets the first reque
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from shared.domain.errors import (
@@ -24,6 +24,7 @@ from shared.domain.errors import (
     MalformedJson,
     Unavailable,
 )
+from shared.runtime.config import config
 from shared.runtime.instance import PerInstance
 
 SIGNATURE_TOLERANCE_SECONDS = 300
@@ -33,7 +34,8 @@ TIMEOUT_SECONDS = 10.0
 def verify_event(payload: bytes, signature: str | None) -> dict[str, Any]:
     """The event in `payload` if `signature` (the Stripe-Signature header) signs these exact bytes with the webhook
     secret and is at most 5 minutes old; else InvalidSignature."""
-    secret = os.environ.get("STRIPE_WEBHOOK_SECRET", "").strip()
+    configured = config().stripe_webhook_secret
+    secret = configured.get_secret_value() if configured else ""
     if not secret:
         raise BillingNotConfigured("STRIPE_WEBHOOK_SECRET is not set, so no event can be verified.")
     if not signature:
@@ -96,21 +98,18 @@ class Gateway:
         }, idempotency_key)
         return session.id, session.url
 
-    def create_portal_session(self, *, customer: str, return_url: str) -> str:
+    def create_portal_session(self, *, customer: str, return_url: str, idempotency_key: str | None = None) -> str:
         session = self._call("create a Billing Portal session", self.client.v1.billing_portal.sessions.create,
-                             {"customer": customer, "return_url": return_url}, None)
+                             {"customer": customer, "return_url": return_url}, idempotency_key)
         return session.url
 
 
 def _configured() -> Gateway:
-    api_key = os.environ.get("STRIPE_API_KEY", "").strip()
-    if not api_key:
+    settings = config()
+    if settings.stripe_api_key is None:
         raise BillingNotConfigured("STRIPE_API_KEY is not set.")
-    try:
-        retries = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
-    except ValueError as exc:
-        raise BillingNotConfigured("STRIPE_MAX_NETWORK_RETRIES must be a number.") from exc
-    return Gateway(api_key, api_base=os.environ.get("STRIPE_API_BASE") or None, max_network_retries=retries)
+    return Gateway(settings.stripe_api_key.get_secret_value(), api_base=settings.stripe_api_base,
+                   max_network_retries=settings.stripe_max_network_retries)
 
 
 _gateway: PerInstance[Gateway] = PerInstance(_configured)

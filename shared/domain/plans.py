@@ -1,7 +1,8 @@
 """The plans: each plan's limits come from `plans.json` beside this module (in the repo, reviewed like code) and
 each sold plan's Stripe price id from the environment variable the file names (so test and live mode use different
-prices without a code change). Importing this module loads and checks the file, so a bad plans file stops an
-instance at start-up instead of failing a customer's request. No I/O after that.
+prices without a code change). Pure: `parse` checks the file's text and resolves the prices from the mapping it is
+given. The configuration (`shared.runtime.config`) reads the file and the environment once per instance, at start,
+so a bad plans file stops the instance instead of failing a customer's request.
 
 The limits are read by workflow creation (`max_active_workflows`), artifacts (`max_artifact_bytes`) and the
 scheduled cleanup (`retention_days`, `stale_after_days`).
@@ -9,16 +10,12 @@ scheduled cleanup (`retention_days`, `stale_after_days`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-PLANS_FILE = Path(__file__).with_name("plans.json")
 DEV = "dev"
 
 PlanName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
@@ -101,10 +98,15 @@ class Catalog:
     def for_sale(self) -> list[Plan]:
         return [p for p in self.plans.values() if p.for_sale]
 
+    def price_variables(self) -> list[str]:
+        """The environment variables that hold the sold plans' price ids."""
+        return sorted(p.price_env for p in self.plans.values() if p.price_env)
 
-def load(path: Path = PLANS_FILE, environ: Mapping[str, str] = os.environ) -> Catalog:
-    """Read and check a plans file; resolve each sold plan's price id from `environ`. Raises on any mistake."""
-    spec = PlansFile.model_validate_json(path.read_bytes())
+
+def parse(text: bytes | str, environ: Mapping[str, str]) -> Catalog:
+    """Check a plans file's text; resolve each sold plan's price id from `environ`. Raises on any mistake
+    (pydantic.ValidationError for the file, ValueError for two plans at one price)."""
+    spec = PlansFile.model_validate_json(text)
     plans = {
         name: Plan(name=name, price_env=p.price_env,
                    price_id=(environ.get(p.price_env) or "").strip() or None if p.price_env else None,
@@ -116,12 +118,3 @@ def load(path: Path = PLANS_FILE, environ: Mapping[str, str] = os.environ) -> Ca
     if dupes := sorted({x for x in prices if prices.count(x) > 1}):
         raise ValueError(f"two plans are configured with the same Stripe price id: {dupes}")
     return Catalog(plans)
-
-
-@cache
-def catalog() -> Catalog:
-    """This instance's plans (loaded once). Tests that change price variables call `catalog.cache_clear()`."""
-    return load()
-
-
-catalog()  # start-up check: a broken plans file fails the import, not a customer's request

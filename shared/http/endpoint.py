@@ -28,6 +28,7 @@ from shared.domain.errors import (
     ProblemError,
     ValidationFailed,
 )
+from shared.http import cors
 from shared.http.routes import BY_FUNCTION, Route
 from shared.runtime import logs
 from shared.runtime.config import config
@@ -82,6 +83,11 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def problem_response(error: ProblemError, instance: str | None = None) -> flask.Response:
     return json_response(error.to_problem(instance), error.status, error.headers, PROBLEM_JSON)
+
+
+def not_found(path: str) -> flask.Response:
+    """The answer for a path no function serves."""
+    return problem_response(NotFound("No such resource."), path)
 
 
 def _validation_errors(exc: pydantic.ValidationError, prefix: str = "") -> list[dict[str, str]]:
@@ -174,6 +180,7 @@ def endpoint(function: str) -> Callable[[Handler], Callable[[flask.Request], Any
                 fields["stack_trace"] = traceback.format_exc()
                 response = problem_response(Internal("An unexpected error occurred; it has been logged."),
                                             request.path)
+            response = cors.decorate(request, response)  # CORS headers for allowed origins, problems included
             _log(request, response.status_code, started, fields)
             return response
 
@@ -185,6 +192,10 @@ def endpoint(function: str) -> Callable[[Handler], Callable[[flask.Request], Any
 
 
 def _handle(request: flask.Request, route: Route, handler: Handler, fields: dict[str, Any]) -> flask.Response:
+    if request.method == "OPTIONS":  # a CORS preflight for this path: answered before auth, for all its methods
+        if route.match(request.path) is None:
+            raise NotFound("No such resource.")
+        return cors.preflight(request)
     if request.method != route.method:
         raise MethodNotAllowed([route.method])
     params = route.match(request.path)
@@ -201,10 +212,16 @@ def _handle(request: flask.Request, route: Route, handler: Handler, fields: dict
         fields["key_id"] = ctx.principal.key_id
     if route.query is not None:
         ctx.query = parse_query(request, route.query)
+    raw = None
     if route.body is not None:
         ctx.body, raw = parse_body(request, route.body)
-        ctx.idempotency = idempotency.parse(request.headers.get("Idempotency-Key"), method=request.method,
-                                            path=request.path, body=raw)
+    if route.method == "POST":
+        key = request.headers.get("Idempotency-Key")
+        if route.idempotency_key_refused is None:
+            ctx.idempotency = idempotency.parse(key, method=request.method, path=request.path, body=raw)
+        elif key is not None:
+            raise ValidationFailed([{"field": "header:Idempotency-Key",
+                                     "message": f"not accepted here: {route.idempotency_key_refused}"}])
     reply = handler(ctx)
     if reply.status == 204:  # No Content: no body, no content type
         return flask.Response(status=204, headers=reply.headers)

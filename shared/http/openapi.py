@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from shared.domain import state_machine
+from shared.domain import state_machine as state_machine_table
 from shared.domain.models import Problem
 from shared.http.routes import ROUTES, Route
 
@@ -20,10 +20,12 @@ _ERRORS = {
     403: "forbidden: this key's roles may not do that; quota_exceeded: the plan's limit is reached",
     404: "not_found: no such resource in the caller's account",
     405: "method_not_allowed",
-    409: "invalid_transition, retry_limit_exceeded, version_conflict, no_billing_account or already_subscribed; "
-         "lease_held (another agent holds the hand-off), lease_lost (you no longer hold it), upload_incomplete",
+    409: "invalid_transition, retry_limit_exceeded, version_conflict (also: the resource changed too fast, retry), "
+         "no_billing_account or already_subscribed; lease_held (another agent holds the hand-off), lease_lost (you "
+         "no longer hold it), upload_incomplete",
     413: "payload_too_large: bodies are limited to 256 KiB, artifacts to the plan's max_artifact_bytes",
-    422: "validation_error (each bad field listed), idempotency_key_reused, or checksum_mismatch (artifacts)",
+    422: "validation_error (each bad field listed, a malformed or refused Idempotency-Key too), "
+         "idempotency_key_reused, or checksum_mismatch (artifacts)",
     502: "billing_provider_error: Stripe refused the request",
     503: "unavailable: the store (or Stripe) cannot be reached; retry after Retry-After seconds; "
          "billing_not_configured",
@@ -40,6 +42,8 @@ def _error_codes(route: Route) -> list[int]:
         codes.add(422)
     if route.body:
         codes |= {400, 413, 422}
+    if route.method == "POST":  # a malformed or reused Idempotency-Key, or one sent where it is refused
+        codes.add(422)
     return sorted(codes)
 
 
@@ -71,7 +75,7 @@ def _operation(route: Route, refs: dict[tuple[type, str], Any], schemas: dict[st
          "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}}
         for p in route.params
     ] + _query_parameters(route, schemas)
-    if route.body is not None:
+    if route.method == "POST" and route.idempotency_key_refused is None:
         parameters.append({"name": "Idempotency-Key", "in": "header", "required": False,
                            "description": "Repeat a POST safely for 24 h: same key and body → the first response.",
                            "schema": {"type": "string", "minLength": 1, "maxLength": 255,
@@ -84,6 +88,11 @@ def _operation(route: Route, refs: dict[tuple[type, str], Any], schemas: dict[st
                              "content": {"application/json": {"schema": refs[(route.body, "validation")]}}}
     op["security"] = [{"apiKey": []}] if route.authenticated else []
     return op
+
+
+def state_machine() -> dict[str, Any]:
+    """The state machine table and its Mermaid diagram, as `GET /v1/state-machine` publishes it."""
+    return state_machine_table.describe()
 
 
 @cache
@@ -105,7 +114,7 @@ def document() -> dict[str, Any]:
             "title": "qorch API",
             "version": "1.0.0",
             "description": "Q Assistant Orchestration: AI software-build workflows through "
-                           f"{len(state_machine.STATES)} states. Errors are application/problem+json with a "
+                           f"{len(state_machine_table.STATES)} states. Errors are application/problem+json with a "
                            "stable `code`.",
         },
         "servers": [{"url": "/"}],

@@ -28,6 +28,9 @@ class Route:
     authenticated: bool = True
     errors: tuple[int, ...] = field(default=())
     no_content: str | None = None  # when it may also answer 204 (no body): what that means
+    # A POST honours Idempotency-Key (a repeat with the same key replays the first response) unless this says why it
+    # refuses one (then a request that sends it is 422, and nothing happens).
+    idempotency_key_refused: str | None = None
 
     @cached_property
     def pattern(self) -> re.Pattern[str]:
@@ -62,7 +65,7 @@ ROUTES: tuple[Route, ...] = (
     # hand-offs and the agent work queue
     Route("claim_handoff", "POST", "/v1/handoffs/claim",
           "Claim the oldest hand-off waiting for the caller's roles, under a lease (long poll with wait_seconds)",
-          body=m.ClaimRequest, response=m.ClaimResult, errors=(403,), no_content="No work for these roles"),
+          body=m.ClaimRequest, response=m.ClaimResult, errors=(403, 409), no_content="No work for these roles"),
     Route("heartbeat_handoff", "POST", _WF + "/handoffs/{handoff_id}/heartbeat",
           "Extend the lease of the caller's claim", body=m.HeartbeatRequest, response=m.Handoff,
           errors=(404, 409)),
@@ -74,7 +77,7 @@ ROUTES: tuple[Route, ...] = (
     # artifacts
     Route("create_artifact", "POST", _WF + "/artifacts",
           "Declare an artifact and get a presigned PUT URL for its bytes (15 minutes)",
-          body=m.CreateArtifactRequest, response=m.ArtifactCreated, status=201, errors=(403, 404, 413)),
+          body=m.CreateArtifactRequest, response=m.ArtifactCreated, status=201, errors=(403, 404, 409, 413)),
     Route("complete_artifact", "POST", _WF + "/artifacts/{artifact_id}/complete",
           "Check the uploaded bytes (size, SHA-256) and make the artifact AVAILABLE", response=m.ArtifactDetail,
           errors=(404, 409, 422)),
@@ -91,10 +94,12 @@ ROUTES: tuple[Route, ...] = (
           body=m.CheckoutSessionRequest, response=m.CheckoutSession, errors=(403, 409, 502)),
     Route("create_portal_session", "POST", "/v1/billing/portal-session",
           "Manage billing: a Stripe Billing Portal session (owner only)", response=m.PortalSession,
-          errors=(403, 409, 502)),
+          errors=(403, 409, 422, 502)),
     Route("stripe_webhook", "POST", "/v1/stripe/webhook",
           "Stripe's event deliveries, authenticated by the Stripe-Signature header (not an API key)",
-          response=m.WebhookReceipt, authenticated=False, errors=(400, 413, 422, 503)),
+          response=m.WebhookReceipt, authenticated=False, errors=(400, 409, 413, 422, 503),
+          idempotency_key_refused="Stripe's deliveries are made idempotent by their event id (a redelivery is "
+                                  "answered `duplicate`)"),
     Route("describe_state_machine", "GET", "/v1/state-machine", "The state machine table and its Mermaid diagram",
           authenticated=False),
     Route("get_openapi", "GET", "/v1/openapi.json", "This API's OpenAPI 3.1 document", authenticated=False),

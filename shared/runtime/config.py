@@ -1,33 +1,196 @@
-"""Configuration, read from the environment once per instance. No secrets have defaults."""
+"""The one configuration: every setting the product reads from the environment, in one pydantic-settings model,
+validated once per instance at start (`main.py` and `make run` call `config()` first). A bad value stops the
+instance with a message that names the variable, instead of failing customer requests later. The plans file
+(`shared/domain/plans.json`) is loaded here too, with each sold plan's Stripe price id from the variable the file
+names; the domain only parses what it is given.
+
+To add a setting: one field below, named by its variable (`alias`), typed (the type is the validation), with a
+default unless it is a secret (a secret is `SecretStr | None` and has no default: unset means the feature that
+needs it answers 503), and a row in the README's configuration tables (tests/test_config.py checks that every
+variable is listed there). Read it as `config().<field>`.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.domain import plans as plans_domain
+
+PLANS_FILE = Path(__file__).resolve().parent.parent / "domain" / "plans.json"
+MAX_BODY_BYTES = 256 * 1024  # a fixed limit of the API (documented with it), not a deployment choice
+
+Url = Annotated[str, Field(pattern=r"^https?://\S+$")]
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
-    project: str
-    store_timeout_seconds: float
-    key_env: str  # the <env> part of new API keys: qo_<env>_...
-    max_body_bytes: int = 256 * 1024
-    # Billing. Stripe's secrets (STRIPE_API_KEY, STRIPE_WEBHOOK_SECRET) are read by `shared.adapters.stripe` only.
-    billing_grace_days: float = 3.0  # past_due stays entitled until current_period_end + this
-    checkout_success_url: str | None = None  # where Stripe Checkout sends the customer back to
-    checkout_cancel_url: str | None = None
-    portal_return_url: str | None = None  # where the Billing Portal's "return" link goes
+def parse_origins(raw: str) -> tuple[str, ...]:
+    """QORCH_CORS_ORIGINS: comma-separated exact origins, `scheme://host[:port]` (no path, no wildcard), normalised
+    the way browsers send `Origin` (lower case, no default port)."""
+    origins: list[str] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        parts = urlsplit(item)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname or port == -1 or \
+                parts.path or parts.query or parts.fragment or parts.username is not None or "*" in item:
+            raise ValueError(f"{item!r} is not an origin (scheme://host[:port], no path)")
+        scheme = parts.scheme.lower()
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        default = 443 if scheme == "https" else 80
+        origins.append(f"{scheme}://{host}" + (f":{port}" if port not in (None, default) else ""))
+    return tuple(dict.fromkeys(origins))
+
+
+class ConfigError(ValueError):
+    """The environment or the plans file is wrong: the instance must not start. The message names every bad variable
+    (never a secret's value)."""
+
+
+class Settings(BaseSettings):
+    """One field per environment variable (its `alias`)."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, env_ignore_empty=True, extra="ignore", frozen=True,
+                                      str_strip_whitespace=True)
+
+    # ---- the store and API keys ----
+    project: str = Field("qorch-local", min_length=1,
+                         validation_alias=AliasChoices("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT"))
+    store_timeout_seconds: float = Field(10.0, gt=0, le=300, alias="QORCH_STORE_TIMEOUT_SECONDS")
+    key_env_override: str | None = Field(None, pattern=r"^[a-z0-9]{1,16}$", alias="QORCH_KEY_ENV")
+    cloud_service: str | None = Field(None, alias="K_SERVICE")  # set by Cloud Functions (gen2) / Cloud Run
+
+    # ---- billing (Stripe) ----
+    stripe_api_key: SecretStr | None = Field(None, alias="STRIPE_API_KEY")
+    stripe_webhook_secret: SecretStr | None = Field(None, alias="STRIPE_WEBHOOK_SECRET")
+    stripe_api_base: Url | None = Field(None, alias="STRIPE_API_BASE")
+    stripe_max_network_retries: int = Field(2, ge=0, le=10, alias="STRIPE_MAX_NETWORK_RETRIES")
+    billing_grace_days: float = Field(3.0, ge=0, le=365, alias="QORCH_BILLING_GRACE_DAYS")
+    checkout_success_url: Url | None = Field(None, alias="QORCH_CHECKOUT_SUCCESS_URL")
+    checkout_cancel_url: Url | None = Field(None, alias="QORCH_CHECKOUT_CANCEL_URL")
+    portal_return_url: Url | None = Field(None, alias="QORCH_PORTAL_RETURN_URL")
+
+    # ---- the object store (artifacts) ----
+    s3_bucket: str | None = Field(None, alias="QORCH_S3_BUCKET")
+    s3_region: str = Field("us-east-1", alias="QORCH_S3_REGION")
+    s3_endpoint_url: Url | None = Field(None, alias="QORCH_S3_ENDPOINT_URL")
+    s3_access_key_id: SecretStr | None = Field(None, alias="QORCH_S3_ACCESS_KEY_ID")
+    s3_secret_access_key: SecretStr | None = Field(None, alias="QORCH_S3_SECRET_ACCESS_KEY")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field("auto", alias="QORCH_S3_ADDRESSING_STYLE")
+    s3_sign_checksum: bool = Field(True, alias="QORCH_S3_SIGN_CHECKSUM")
+
+    # ---- browsers (CORS, shared/http/cors.py) ----
+    # Comma-separated exact origins, kept normalised the way browsers send `Origin`.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field((), alias="QORCH_CORS_ORIGINS")
+
+    _plans: plans_domain.Catalog | None = PrivateAttr(None)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _trimmed(cls, value: Any, info: ValidationInfo) -> Any:
+        # Secrets mounted from files often end in a newline. An optional variable set to blanks counts as unset.
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        optional = info.field_name is not None and cls.model_fields[info.field_name].default is None
+        return None if optional and not value else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        return parse_origins(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _both_credentials_or_neither(self) -> Settings:
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("set both QORCH_S3_ACCESS_KEY_ID and QORCH_S3_SECRET_ACCESS_KEY, or neither (then "
+                             "boto3's own credential chain is used)")
+        return self
+
+    @property
+    def key_env(self) -> str:
+        """The <env> part of new API keys: `live` on Cloud Functions, `dev` elsewhere, unless QORCH_KEY_ENV says."""
+        return self.key_env_override or ("live" if self.cloud_service else "dev")
+
+    @property
+    def max_body_bytes(self) -> int:
+        return MAX_BODY_BYTES
+
+    @property
+    def plans(self) -> plans_domain.Catalog:
+        """The plans file, loaded with the configuration (`load()`); its price ids from this environment."""
+        assert self._plans is not None, "made by load()"
+        return self._plans
+
+
+def _variables_of(field_name: str) -> list[str]:
+    """The environment variables a field reads, the preferred one first."""
+    info = Settings.model_fields[field_name]
+    alias = info.validation_alias or info.alias or field_name
+    return [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else [str(alias)]
+
+
+_SECRETS = {v for name, info in Settings.model_fields.items() if "SecretStr" in str(info.annotation)
+            for v in _variables_of(name)}
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        variable = ".".join(str(p) for p in err["loc"]) or "configuration"
+        shown = "" if variable in _SECRETS or not err["loc"] else f" (got {err.get('input')!r})"
+        lines.append(f"  {variable}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_plans(path: Path = PLANS_FILE, environ: Mapping[str, str] | None = None) -> plans_domain.Catalog:
+    """Read and check a plans file, with each sold plan's price id from `environ` (default: the environment)."""
+    try:
+        return plans_domain.parse(path.read_bytes(), os.environ if environ is None else environ)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"the plans file {path} is refused: {exc}") from exc
+
+
+def load(plans_file: Path = PLANS_FILE) -> Settings:
+    """Validate the environment and load the plans file. Raises ConfigError, naming each bad variable."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigError(f"qorch cannot start: its configuration is invalid:\n{_explain(exc)}") from None
+    try:
+        settings._plans = load_plans(plans_file)
+    except ConfigError as exc:
+        raise ConfigError(f"qorch cannot start: {exc}") from None
+    return settings
 
 
 @cache
-def config() -> Config:
-    return Config(
-        project=os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCLOUD_PROJECT") or "qorch-local",
-        store_timeout_seconds=float(os.environ.get("QORCH_STORE_TIMEOUT_SECONDS", "10")),
-        key_env=os.environ.get("QORCH_KEY_ENV", "live" if os.environ.get("K_SERVICE") else "dev"),
-        billing_grace_days=float(os.environ.get("QORCH_BILLING_GRACE_DAYS", "3")),
-        checkout_success_url=os.environ.get("QORCH_CHECKOUT_SUCCESS_URL") or None,
-        checkout_cancel_url=os.environ.get("QORCH_CHECKOUT_CANCEL_URL") or None,
-        portal_return_url=os.environ.get("QORCH_PORTAL_RETURN_URL") or None,
-    )
+def config() -> Settings:
+    """This instance's configuration, validated on first call (at start: main.py). Tests and tools that change the
+    environment call `config.cache_clear()`."""
+    return load()
+
+
+def variables() -> list[str]:
+    """Every environment variable the configuration reads (the price variables come from the plans file)."""
+    return sorted({v for name in Settings.model_fields for v in _variables_of(name)}
+                  | set(config().plans.price_variables()))

@@ -3,54 +3,64 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
 
-from shared.adapters.firestore import Store, Writes
+from shared.adapters.firestore import Doc, Store, Writes
 from shared.domain.errors import NotFound
 from shared.domain.models import Account, ApiKey
-from shared.domain.plans import catalog
 from shared.domain.state_machine import AGENT_ROLES, Role
+from shared.runtime import clock
+from shared.runtime.config import config
+from shared.services import commits
 from shared.services.auth import hash_key, new_key
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _check_plan(plan: str) -> None:
-    if catalog().find(plan) is None:
-        raise ValueError(f"no plan {plan!r}; the plans are {', '.join(catalog().plans)} (shared/domain/plans.json)")
+    catalog = config().plans
+    if catalog.find(plan) is None:
+        raise ValueError(f"no plan {plan!r}; the plans are {', '.join(catalog.plans)} (shared/domain/plans.json)")
+
+
+def _create(store: Store, writes: Writes, what: str) -> None:
+    if not commits.write_once(store, writes):
+        raise ValueError(f"{what} already exists")
 
 
 def create_account(store: Store, name: str, *, plan: str = "dev", entitled: bool = False,
                    account_id: str | None = None) -> Account:
     _check_plan(plan)
     account = Account(id=account_id or "acct_" + secrets.token_hex(8), name=name, plan=plan, entitled=entitled,
-                      created_at=_now())
+                      created_at=clock.now())
     writes = Writes()
     writes.create(store.account(account.id), account.model_dump(mode="python"))
-    store.commit(writes)
+    _create(store, writes, f"account {account.id}")
     return account
 
 
+def _load_account(doc: Doc) -> Account:
+    if not doc.exists:
+        raise NotFound(f"No account {doc.id}.")
+    return Account.model_validate(doc.data)
+
+
 def get_account(store: Store, account_id: str) -> Account:
-    snap = store.get(store.account(account_id))
-    if not snap.exists:
-        raise NotFound(f"No account {account_id}.")
-    return Account.model_validate(snap.to_dict())
+    return _load_account(store.get(store.account(account_id)))
 
 
 def set_account(store: Store, account_id: str, *, plan: str | None = None, entitled: bool | None = None) -> Account:
     if plan is not None:
         _check_plan(plan)
-    snap = store.get(store.account(account_id))
-    if not snap.exists:
-        raise NotFound(f"No account {account_id}.")
+    key = store.account(account_id)
     changes = {k: v for k, v in {"plan": plan, "entitled": entitled}.items() if v is not None}
-    writes = Writes()
-    writes.update(store.account(account_id), changes, if_updated_at=snap.update_time)
-    store.commit(writes)
-    return get_account(store, account_id)
+
+    def attempt(number: int) -> tuple[Account, Writes]:
+        doc = store.get(key)
+        account = _load_account(doc).model_copy(update=changes)
+        writes = Writes()
+        if changes:
+            writes.update(key, changes, if_updated_at=doc.update_time)
+        return account, writes
+
+    return commits.run(store, attempt, busy=f"Account {account_id} is changing too fast; retry.")
 
 
 def validate_roles(roles: list[str]) -> list[Role]:
@@ -68,28 +78,32 @@ def create_key(store: Store, account_id: str, roles: list[Role], *, name: str = 
     get_account(store, account_id)
     secret = secret or new_key(env)
     record = ApiKey(key_id="key_" + secrets.token_hex(8), account_id=account_id, roles=roles, name=name,
-                    prefix=secret[:12], created_at=_now())
+                    prefix=secret[:12], created_at=clock.now())
     writes = Writes()
     writes.create(store.api_key(hash_key(secret)), record.model_dump(mode="python"))
-    store.commit(writes)
+    _create(store, writes, "this key")
     return secret, record
 
 
 def find_key(store: Store, secret: str) -> ApiKey | None:
-    snap = store.get(store.api_key(hash_key(secret)))
-    return ApiKey.model_validate(snap.to_dict()) if snap.exists else None
+    doc = store.get(store.api_key(hash_key(secret)))
+    return ApiKey.model_validate(doc.data) if doc.exists else None
 
 
 def list_keys(store: Store, account_id: str) -> list[ApiKey]:
-    snaps = store.query(store.api_keys(), filters=[("account_id", "==", account_id)])
-    return sorted((ApiKey.model_validate(s.to_dict()) for s in snaps), key=lambda k: k.created_at)
+    docs = store.query(store.api_keys(), filters=[("account_id", "==", account_id)])
+    return sorted((ApiKey.model_validate(d.data) for d in docs), key=lambda k: k.created_at)
 
 
 def revoke_key(store: Store, key_id: str) -> ApiKey:
-    snaps = store.query(store.api_keys(), filters=[("key_id", "==", key_id)], limit=1)
-    if not snaps:
-        raise NotFound(f"No key {key_id}.")
-    writes = Writes()
-    writes.update(snaps[0].reference, {"revoked": True, "revoked_at": _now()}, if_updated_at=snaps[0].update_time)
-    store.commit(writes)
-    return ApiKey.model_validate(store.get(snaps[0].reference).to_dict())
+    def attempt(number: int) -> tuple[ApiKey, Writes]:
+        docs = store.query(store.api_keys(), filters=[("key_id", "==", key_id)], limit=1)
+        if not docs:
+            raise NotFound(f"No key {key_id}.")
+        at = clock.now()
+        revoked = ApiKey.model_validate(docs[0].data).model_copy(update={"revoked": True, "revoked_at": at})
+        writes = Writes()
+        writes.update(docs[0].key, {"revoked": True, "revoked_at": at}, if_updated_at=docs[0].update_time)
+        return revoked, writes
+
+    return commits.run(store, attempt, busy=f"Key {key_id} is changing too fast; retry.")

@@ -2,20 +2,20 @@
 object store; clients upload and download directly with presigned URLs (15 minutes), so no byte passes through a
 function except when `complete` has to hash what was stored.
 
-Only the functions that presign or inspect objects (create, complete, get) touch `shared.adapters.objectstore`, which
-imports boto3 lazily; listing artifacts and attaching them to transitions need Firestore only.
+Only the functions that presign or inspect objects (create, complete, get) use the object store (`object_store()`,
+whose adapter imports boto3 lazily); listing artifacts and attaching them to transitions need Firestore only.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from shared.adapters.firestore import Snapshot, Store, WriteConflict, Writes
-from shared.adapters.objectstore import ObjectStore
+from shared.adapters.firestore import Doc, Key, Store, Writes
+from shared.adapters.objectstore import ObjectStore, get_object_store
 from shared.domain import artifact as domain
 from shared.domain import plans
 from shared.domain import state_machine as sm
-from shared.domain.errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed, VersionConflict
+from shared.domain.errors import Forbidden, NotFound, PayloadTooLarge, ValidationFailed
 from shared.domain.models import (
     Artifact,
     ArtifactCreated,
@@ -27,25 +27,30 @@ from shared.domain.models import (
     Workflow,
 )
 from shared.runtime import clock
+from shared.runtime.config import config
+from shared.services import commits
 from shared.services.auth import Principal
-from shared.services.commits import commit_change
 from shared.services.idempotency import IdempotencyRequest, Outcome
 from shared.services.pagination import decode_page_token, encode_page_token
-from shared.services.workflows import MAX_ATTEMPTS
 
 DEFAULT_MAX_ARTIFACT_BYTES = 100 * 1024 * 1024
 
 
+def object_store() -> ObjectStore:
+    """This instance's object store (configured and created on first use)."""
+    return get_object_store()
+
+
 def max_artifact_bytes(plan: str | None) -> int:
     """The largest artifact the account's plan allows (the plans file); 100 MiB for a plan it does not know."""
-    found = plans.catalog().find(plan or plans.DEV)
+    found = config().plans.find(plan or plans.DEV)
     return found.max_artifact_bytes if found else DEFAULT_MAX_ARTIFACT_BYTES
 
 
-def _load(snap: Snapshot | None) -> Artifact:
-    if snap is None or not snap.exists:
+def _load(doc: Doc | None) -> Artifact:
+    if doc is None or not doc.exists:
         raise NotFound("No artifact with that id in this workflow.")
-    return Artifact.model_validate(snap.to_dict())
+    return Artifact.model_validate(doc.data)
 
 
 def _ttl_seconds() -> int:
@@ -67,20 +72,19 @@ def create_artifact(store: Store, objects: ObjectStore, principal: Principal, wo
                     request: CreateArtifactRequest, idem: IdempotencyRequest | None) -> Outcome:
     """Record an artifact (PENDING_UPLOAD) and presign the PUT of its bytes. Only the owner or a key holding the
     role of the workflow's current state may add work products to it."""
-    wf_ref = store.workflow(principal.account_id, workflow_id)
-    account_ref = store.account(principal.account_id)
+    wf_key = store.workflow(principal.account_id, workflow_id)
+    account_key = store.account(principal.account_id)
 
-    def decide(snaps: dict[str, Snapshot], at: datetime) -> tuple[dict, Writes]:
-        wf_snap = snaps[wf_ref.path]
-        if not wf_snap.exists:
+    def decide(docs: dict[Key, Doc], at: datetime) -> tuple[dict, Writes]:
+        wf_doc = docs[wf_key]
+        if not wf_doc.exists:
             raise NotFound("No workflow with that id.")
-        workflow = Workflow.model_validate(wf_snap.to_dict())
+        workflow = Workflow.model_validate(wf_doc.data)
         role = sm.role_of(workflow.state)
         if not principal.is_owner and (role is None or role not in principal.roles):
             raise Forbidden(f"Only the owner or a {role or 'n/a'} key may add artifacts to a workflow in "
                             f"{workflow.state}.")
-        plan = snaps[account_ref.path].get("plan") if snaps[account_ref.path].exists else None
-        limit = max_artifact_bytes(plan)
+        limit = max_artifact_bytes(docs[account_key].get("plan"))
         if request.size_bytes > limit:
             raise PayloadTooLarge(f"Artifacts are limited to {limit} bytes on this account's plan.",
                                   max_artifact_bytes=limit)
@@ -94,34 +98,32 @@ def create_artifact(store: Store, objects: ObjectStore, principal: Principal, wo
                       artifact.model_dump(mode="python"))
         return ArtifactCreated(artifact=artifact, upload=upload).model_dump(mode="json"), writes
 
-    return commit_change(store, principal.account_id, idem, [wf_ref, account_ref], decide, attempts=MAX_ATTEMPTS,
-                         exhausted="Too many concurrent requests with this Idempotency-Key; retry.")
+    return commits.change(store, principal.account_id, idem, [wf_key, account_key], decide,
+                          busy="Too many concurrent requests with this Idempotency-Key; retry.")
 
 
 def complete_artifact(store: Store, objects: ObjectStore, principal: Principal, workflow_id: str,
-                      artifact_id: str) -> dict:
+                      artifact_id: str, idem: IdempotencyRequest | None) -> Outcome:
     """Check the stored object (exists, size, SHA-256 of the bytes) and make the artifact AVAILABLE. Completing
-    an AVAILABLE artifact again changes nothing and answers the same."""
-    ref = store.artifact(principal.account_id, workflow_id, artifact_id)
-    for _ in range(MAX_ATTEMPTS):
-        snap = store.get(ref)
-        artifact = _load(snap)
-        at = clock.now()
-        if artifact.status is ArtifactStatus.AVAILABLE:
-            return _detail(objects, principal.account_id, artifact, at)
-        stored = objects.stat(domain.object_key(principal.account_id, workflow_id, artifact_id),
-                              expected_size=artifact.size_bytes)
-        domain.check_upload(artifact, stored_size=stored.size if stored else None,
-                            stored_sha256=stored.sha256 if stored else None, now=at)
-        available = artifact.model_copy(update={"status": ArtifactStatus.AVAILABLE, "completed_at": at})
+    an AVAILABLE artifact again changes nothing and answers the same (an Idempotency-Key replays the first answer,
+    whose download URL may have expired: get the artifact for a fresh one)."""
+    key = store.artifact(principal.account_id, workflow_id, artifact_id)
+
+    def decide(docs: dict[Key, Doc], at: datetime) -> tuple[dict, Writes]:
+        artifact = _load(docs[key])
         writes = Writes()
-        writes.update(ref, {"status": available.status, "completed_at": at}, if_updated_at=snap.update_time)
-        try:
-            store.commit(writes)
-            return _detail(objects, principal.account_id, available, at)
-        except WriteConflict:
-            continue  # completed concurrently: the re-read answers with it
-    raise VersionConflict("The artifact is changing too fast; retry.")
+        if artifact.status is not ArtifactStatus.AVAILABLE:
+            stored = objects.stat(domain.object_key(principal.account_id, workflow_id, artifact_id),
+                                  expected_size=artifact.size_bytes)
+            domain.check_upload(artifact, stored_size=stored.size if stored else None,
+                                stored_sha256=stored.sha256 if stored else None, now=at)
+            artifact = artifact.model_copy(update={"status": ArtifactStatus.AVAILABLE, "completed_at": at})
+            writes.update(key, {"status": artifact.status, "completed_at": at}, if_updated_at=docs[key].update_time)
+        return _detail(objects, principal.account_id, artifact, at), writes
+
+    # A lost race is a concurrent complete: the re-read finds the artifact AVAILABLE and answers with it.
+    return commits.change(store, principal.account_id, idem, [key], decide,
+                          busy="The artifact is changing too fast; retry.")
 
 
 def get_artifact(store: Store, objects: ObjectStore, principal: Principal, workflow_id: str,
@@ -142,14 +144,14 @@ def list_artifacts(store: Store, principal: Principal, workflow_id: str, *, limi
                            "__name__": store.artifact(principal.account_id, workflow_id, str(cursor["id"]))}
         except (KeyError, TypeError, ValueError) as exc:
             raise ValidationFailed([{"field": "query:page_token", "message": "malformed token"}]) from exc
-    snaps = store.query(store.artifacts(principal.account_id, workflow_id),
-                        order=[("created_at", "DESCENDING"), ("__name__", "DESCENDING")], limit=limit + 1,
-                        start_after=start_after)
-    if not snaps and not page_token and not store.get(store.workflow(principal.account_id, workflow_id)).exists:
+    docs = store.query(store.artifacts(principal.account_id, workflow_id),
+                       order=[("created_at", "DESCENDING"), ("__name__", "DESCENDING")], limit=limit + 1,
+                       start_after=start_after)
+    if not docs and not page_token and not store.get(store.workflow(principal.account_id, workflow_id)).exists:
         raise NotFound("No workflow with that id.")
-    artifacts = [Artifact.model_validate(s.to_dict()) for s in snaps[:limit]]
+    artifacts = [Artifact.model_validate(d.data) for d in docs[:limit]]
     token = None
-    if len(snaps) > limit:
+    if len(docs) > limit:
         last = artifacts[-1]
         token = encode_page_token(scope, {"c": last.created_at.isoformat(), "id": last.id})
     return ArtifactPage(artifacts=artifacts, next_page_token=token).model_dump(mode="json")
@@ -162,19 +164,17 @@ def delete_workflow_artifacts(store: Store, objects: ObjectStore, account_id: st
     """Delete a workflow's artifacts, bytes first (so no metadata ever points at nothing it claims to have), then
     their documents; returns how many documents."""
     objects.delete_prefix(domain.workflow_prefix(account_id, workflow_id))
-    return store.delete_matching(store.artifacts(account_id, workflow_id))
+    return commits.delete_all(store, store.artifacts(account_id, workflow_id))
 
 
-def delete_abandoned_upload(store: Store, objects: ObjectStore, seen: Snapshot) -> bool:
+def delete_abandoned_upload(store: Store, objects: ObjectStore, seen: Doc) -> bool:
     """Delete an artifact still PENDING_UPLOAD long after its upload URL expired: the record first, and only if it
     is unchanged since `seen` (a concurrent complete wins), then whatever bytes reached the store. In that order a
     record never says AVAILABLE about bytes that are gone. True if this call deleted it."""
+    account_id, artifact = seen.account_id, Artifact.model_validate(seen.data)
     writes = Writes()
-    writes.delete(seen.reference, if_updated_at=seen.update_time)
-    try:
-        store.commit(writes)
-    except WriteConflict:
+    writes.delete(seen.key, if_updated_at=seen.update_time)
+    if account_id is None or not commits.write_once(store, writes):
         return False
-    workflow_ref = seen.reference.parent.parent  # accounts/{a}/workflows/{wf}/artifacts/{id}
-    objects.delete_prefix(domain.object_key(workflow_ref.parent.parent.id, workflow_ref.id, seen.id))
+    objects.delete_prefix(domain.object_key(account_id, artifact.workflow_id, artifact.id))
     return True

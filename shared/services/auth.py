@@ -45,10 +45,10 @@ def authenticate(store: Store, authorization: str | None) -> Principal:
     key = key.strip()
     if scheme.lower() != "bearer" or not KEY_PATTERN.match(key):
         raise Unauthenticated("Send Authorization: Bearer <api key>.")
-    snap = store.get(store.api_key(hash_key(key)))
-    if not snap.exists:
+    doc = store.get(store.api_key(hash_key(key)))
+    if doc.data is None:
         raise Unauthenticated("Send Authorization: Bearer <api key>.")
-    record = ApiKey.model_validate(snap.to_dict())
+    record = ApiKey.model_validate(doc.data)
     if record.revoked:
         raise Unauthenticated("Send Authorization: Bearer <api key>.")
     return Principal(account_id=record.account_id, key_id=record.key_id, roles=frozenset(record.roles))

@@ -3,7 +3,7 @@
 Each run does, in this order, as much as its budgets allow:
 1. `leases`: hand-offs whose lease expired go back to PENDING (`attempts` kept).
 2. `stale`: active workflows with no change for their plan's `stale_after_days` are cancelled, through the same
-   validator and the same precondition commit as any transition (`workflows._change`), actor `system:cleanup`.
+   validator and the same write path as any transition (`workflows.change_workflow`), actor `system:cleanup`.
 3. `retention`: final workflows older than their plan's `retention_days` are deleted with their events,
    hand-offs, artifact records and stored objects.
 4. `records`: idempotency records (and processed Stripe event records) past their retention are deleted. TTL
@@ -30,20 +30,23 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.adapters.firestore import Snapshot, Store, WriteConflict, Writes
+from shared.adapters.firestore import Collection, Doc, Key, Store, Writes
 from shared.domain import plans
 from shared.domain import workflow as domain
 from shared.domain.errors import InvalidTransition, NotFound, Unavailable, VersionConflict
 from shared.domain.models import Event, Workflow
 from shared.domain.state_machine import STATES as STATE_SPECS
 from shared.domain.state_machine import Role, State, StateKind, is_active
-from shared.services import artifacts, handoffs, workflows
+from shared.runtime import clock as wall_clock
+from shared.runtime.config import config
+from shared.services import artifacts, commits, handoffs, workflows
 from shared.services.auth import Principal
+from shared.services.changes import Change, stage
 
 SYSTEM_ACTOR = "system:cleanup"
 ACTIVE_STATES = [s.value for s, spec in STATE_SPECS.items() if spec.kind is StateKind.ACTIVE]
@@ -52,7 +55,7 @@ MAX_WRITES_PER_COMMIT = 500  # Firestore's limit for one commit
 
 # What one candidate costs in documents (read by the query, its account perhaps, then written), used to size pages
 # so that a run does not read what it cannot finish.
-_CANCEL_COST = 5  # workflow + account read; workflow, event, account counter written
+_CANCEL_COST = 6  # workflow + account read; workflow, event, its open hand-off, account counter written
 _DELETE_COST = 3  # workflow + account read, workflow deleted; plus one write per event (known at the candidate)
 _RECORD_COST = 2  # read, deleted
 # An artifact still PENDING_UPLOAD this long after its upload URL expired will never be completed.
@@ -84,7 +87,7 @@ class Policy:
 
     @classmethod
     def from_catalog(cls, catalog: plans.Catalog | None = None) -> Policy:
-        catalog = catalog or plans.catalog()
+        catalog = catalog or config().plans
         return cls({name: Limits(p.stale_after_days, p.retention_days) for name, p in sorted(catalog.plans.items())})
 
 
@@ -178,7 +181,7 @@ class _Run:
         self._share_docs = 0
         self._share_start = 0
         self._share_deadline = 0.0
-        self.accounts: dict[str, Snapshot] = {}
+        self.accounts: dict[str, Doc] = {}
 
     def _docs(self) -> int:
         return self.store.documents["read"] + self.store.documents["written"]
@@ -201,8 +204,8 @@ class _Run:
         task.more = True
         self.stopped_by = self.stopped_by or ("time" if self.clock() >= self._share_deadline else "documents")
 
-    def pages(self, collection: Any, filters: list[tuple[str, str, Any]], order_field: str, cost: int,
-              task: TaskReport) -> Iterator[list[Snapshot]]:
+    def pages(self, collection: Collection, filters: list[tuple[str, str, Any]], order_field: str, cost: int,
+              task: TaskReport) -> Iterator[list[Doc]]:
         """Pages of due candidates, oldest first, each no larger than what the unit can still afford."""
         cursor: dict[str, Any] | None = None
         while True:
@@ -216,27 +219,22 @@ class _Run:
                 yield page
             if len(page) < limit:
                 return
-            cursor = {order_field: page[-1].get(order_field), "__name__": page[-1].reference}
+            cursor = {order_field: page[-1].get(order_field), "__name__": page[-1].key}
 
-    def current_plans(self, page: list[Snapshot], due_on_every_plan: datetime) -> None:
+    def current_plans(self, page: list[Doc], due_on_every_plan: datetime) -> None:
         """One batched read of the accounts of `page` that this run has not read yet, for the candidates whose
         account's plan can matter: one idle since before `due_on_every_plan` is due whatever the plan."""
-        missing = sorted({account_of(s) for s in page if s.get("updated_at") >= due_on_every_plan}
+        missing = sorted({d.account_id for d in page if d.account_id and d.get("updated_at") >= due_on_every_plan}
                          - self.accounts.keys())
         if missing:
-            snaps = self.store.get_many([self.store.account(a) for a in missing])
-            self.accounts.update({a: snaps[self.store.account(a).path] for a in missing})
+            docs = self.store.get_many([self.store.account(a) for a in missing])
+            self.accounts.update({a: docs[self.store.account(a)] for a in missing})
 
-    def plan_now(self, snap: Snapshot) -> str:
+    def plan_now(self, doc: Doc) -> str:
         """The candidate's account's plan now (its tag if the account is gone or has no plan)."""
-        account = self.accounts.get(account_of(snap))
-        current = account.get("plan") if account is not None and account.exists else None
-        return current if current in self.policy.plans else snap.get("plan")
-
-
-def account_of(snap: Snapshot) -> str:
-    # accounts/{account_id}/<collection>/{id}: tenancy is in the path.
-    return snap.reference.parent.parent.id
+        account = self.accounts.get(doc.account_id or "")
+        current = account.get("plan") if account is not None else None
+        return current if current in self.policy.plans else doc.get("plan")
 
 
 Unit = tuple[str, Callable[[_Run, TaskReport], None]]
@@ -251,8 +249,9 @@ def run(
     tasks: Iterable[str] = TASKS,
     clock: Callable[[], float] = time.monotonic,
 ) -> Report:
-    """One cleanup run. `now` is the reference time of every cutoff (default: the current time)."""
-    now = now or datetime.now(UTC)
+    """One cleanup run. `now` is the reference time of every cutoff (default: the product's clock). `clock` times
+    the run against its time budget."""
+    now = now or wall_clock.now()
     policy = policy or Policy.from_catalog()
     ctx = _Run(store, now, policy, budget or Budget(), clock)
     wanted = set(tasks)
@@ -287,15 +286,15 @@ def run(
     return report
 
 
-def _retag(store: Store, snap: Snapshot, plan: str) -> bool:
-    """The account changed plan: tag the workflow with the new one (unless it changed meanwhile)."""
-    writes = Writes()
-    writes.update(snap.reference, {"plan": plan}, if_updated_at=snap.update_time)
-    try:
-        store.commit(writes)
-    except WriteConflict:
+def _retag(store: Store, doc: Doc, plan: str) -> bool:
+    """The account changed plan: tag the workflow with the new one (unless it changed meanwhile), through the one
+    write path (the open hand-off's copy of the workflow follows)."""
+    if doc.account_id is None:
         return False
-    return True
+    workflow = Workflow.model_validate(doc.data)
+    writes = Writes()
+    stage(store, writes, Change(doc.account_id, workflow, workflow.model_copy(update={"plan": plan}), guard=doc))
+    return commits.write_once(store, writes)
 
 
 # ---- 1. expired leases -----------------------------------------------------------------------------------------
@@ -318,19 +317,21 @@ def _expired_leases(ctx: _Run, task: TaskReport) -> None:
 # ---- 2. stale workflows ----------------------------------------------------------------------------------------
 
 
-def cancel_stale(store: Store, seen: Snapshot, *, cutoff: datetime, reason: str) -> bool:
+def cancel_stale(store: Store, seen: Doc, *, cutoff: datetime, reason: str) -> bool:
     """Cancel the workflow in `seen` if it is still active and unchanged since before `cutoff`: the same validator
-    and the same atomic write as any transition; on a lost race it re-reads and decides again. True if cancelled."""
-    principal = Principal(account_id=account_of(seen), key_id=SYSTEM_ACTOR, roles=frozenset({Role.OWNER}))
+    and the same write path as any transition; on a lost race it re-reads and decides again. True if cancelled."""
+    if seen.account_id is None:
+        return False
+    principal = Principal(account_id=seen.account_id, key_id=SYSTEM_ACTOR, roles=frozenset({Role.OWNER}))
 
-    def decide(workflow: Workflow, _: dict[str, Snapshot], at: datetime) -> tuple[Workflow, Event]:
+    def decide(workflow: Workflow, _: dict[Key, Doc], at: datetime) -> tuple[Workflow, Event]:
         if not is_active(workflow.state) or workflow.updated_at >= cutoff:
             raise _NotDue  # it moved, or another run cancelled it, since the query found it
         return domain.transition(workflow, State.CANCELLED, roles=principal.roles, actor=SYSTEM_ACTOR,
                                  reason=reason, note="", now=at)
 
     try:
-        workflows._change(store, principal, seen.id, None, decide, seen=seen)
+        workflows.change_workflow(store, principal, seen.id, None, decide, seen=seen)
     except (_NotDue, InvalidTransition, NotFound, VersionConflict):
         return False
     return True
@@ -342,22 +343,22 @@ def _stale_workflows(plan: str) -> Callable[[_Run, TaskReport], None]:
         filters = [("plan", "==", plan), ("state", "in", ACTIVE_STATES),
                    ("updated_at", "<", ctx.now - timedelta(days=days))]
         longest = max(limits.stale_after_days for limits in ctx.policy.plans.values())
-        for page in ctx.pages("workflows", filters, "updated_at", _CANCEL_COST, task):
+        for page in ctx.pages(Store.every_account("workflows"), filters, "updated_at", _CANCEL_COST, task):
             ctx.current_plans(page, ctx.now - timedelta(days=longest))
-            for snap in page:
+            for doc in page:
                 if not ctx.room(_CANCEL_COST):
                     ctx.halt(task)
                     return
-                current = ctx.plan_now(snap)
+                current = ctx.plan_now(doc)
                 limit = ctx.policy.plans[current].stale_after_days
                 cutoff = ctx.now - timedelta(days=limit)
-                if current != plan and snap.get("updated_at") >= cutoff:
-                    task.retagged += int(_retag(ctx.store, snap, current))
+                if current != plan and doc.get("updated_at") >= cutoff:
+                    task.retagged += int(_retag(ctx.store, doc, current))
                     continue
-                idle = (ctx.now - snap.get("updated_at")).days
+                idle = (ctx.now - doc.get("updated_at")).days
                 reason = (f"Cancelled by cleanup: no change for {idle} days; on the {current} plan an active "
                           f"workflow is cancelled after {limit} days without a change.")
-                if cancel_stale(ctx.store, snap, cutoff=cutoff, reason=reason):
+                if cancel_stale(ctx.store, doc, cutoff=cutoff, reason=reason):
                     task.done += 1
                 else:
                     task.skipped += 1
@@ -368,34 +369,30 @@ def _stale_workflows(plan: str) -> Callable[[_Run, TaskReport], None]:
 # ---- 3. retention ----------------------------------------------------------------------------------------------
 
 
-def delete_workflow(store: Store, seen: Snapshot) -> bool:
+def delete_workflow(store: Store, seen: Doc) -> bool:
     """Delete a final workflow and everything that is its: stored objects and artifact records (bytes first), its
     hand-offs, its events (by their known ids: no reads), then the workflow document last and only if unchanged
     since `seen`. Every step is idempotent, so a run that stops half-way is finished by the next one, and of two
     overlapping runs exactly one deletes the workflow. True if this call deleted it."""
-    account_id = account_of(seen)
+    account_id = seen.account_id
+    if account_id is None:
+        return False
     if store.query(store.artifacts(account_id, seen.id), limit=1):  # no record, no object: records go last
-        from shared.adapters.objectstore import get_object_store
-
-        artifacts.delete_workflow_artifacts(store, get_object_store(), account_id, seen.id)
+        artifacts.delete_workflow_artifacts(store, artifacts.object_store(), account_id, seen.id)
     handoffs.delete_workflow_handoffs(store, account_id, seen.id)
     children = [store.event(account_id, seen.id, seq) for seq in range(int(seen.get("version") or 0), 0, -1)]
     step = MAX_WRITES_PER_COMMIT - 1
     chunks = [children[i:i + step] for i in range(0, len(children), step)] or [[]]
     for chunk in chunks[:-1]:
         writes = Writes()
-        for ref in chunk:
-            writes.delete(ref)
-        store.commit(writes)
+        for key in chunk:
+            writes.delete(key)
+        commits.write_once(store, writes)  # unconditional deletes: they cannot lose a race
     writes = Writes()
-    for ref in chunks[-1]:
-        writes.delete(ref)
-    writes.delete(seen.reference, if_updated_at=seen.update_time)
-    try:
-        store.commit(writes)
-    except WriteConflict:
-        return False  # another run deleted it first: nothing is deleted twice
-    return True
+    for key in chunks[-1]:
+        writes.delete(key)
+    writes.delete(seen.key, if_updated_at=seen.update_time)
+    return commits.write_once(store, writes)  # a lost race: another run deleted it first (nothing twice)
 
 
 def _retention(plan: str) -> Callable[[_Run, TaskReport], None]:
@@ -403,20 +400,20 @@ def _retention(plan: str) -> Callable[[_Run, TaskReport], None]:
         days = ctx.policy.plans[plan].retention_days
         filters = [("plan", "==", plan), ("final", "==", True), ("updated_at", "<", ctx.now - timedelta(days=days))]
         longest = max(limits.retention_days for limits in ctx.policy.plans.values())
-        for page in ctx.pages("workflows", filters, "updated_at", _DELETE_COST, task):
+        for page in ctx.pages(Store.every_account("workflows"), filters, "updated_at", _DELETE_COST, task):
             ctx.current_plans(page, ctx.now - timedelta(days=longest))
-            for snap in page:
-                cost = _DELETE_COST + int(snap.get("version") or 0)
+            for doc in page:
+                cost = _DELETE_COST + int(doc.get("version") or 0)
                 if not ctx.room(cost) and not (task.done == task.skipped == 0 and ctx.room(1)):
                     # (a workflow larger than the whole share is still deleted when it comes first: progress)
                     ctx.halt(task)
                     return
-                current = ctx.plan_now(snap)
-                if current != plan and snap.get("updated_at") >= ctx.now - timedelta(
+                current = ctx.plan_now(doc)
+                if current != plan and doc.get("updated_at") >= ctx.now - timedelta(
                         days=ctx.policy.plans[current].retention_days):
-                    task.retagged += int(_retag(ctx.store, snap, current))
+                    task.retagged += int(_retag(ctx.store, doc, current))
                     continue
-                if delete_workflow(ctx.store, snap):
+                if delete_workflow(ctx.store, doc):
                     task.done += 1
                 else:
                     task.skipped += 1
@@ -427,30 +424,23 @@ def _retention(plan: str) -> Callable[[_Run, TaskReport], None]:
 # ---- 4. expired records ----------------------------------------------------------------------------------------
 
 
-def delete_records(store: Store, page: list[Snapshot]) -> int:
+def delete_records(store: Store, page: list[Doc]) -> int:
     """Delete the records of `page` unless rewritten since they were read (a reused Idempotency-Key refreshes its
     record). One commit for the page; if a precondition fails, one commit per record. Returns how many it deleted."""
     writes = Writes()
-    for snap in page:
-        writes.delete(snap.reference, if_updated_at=snap.update_time)
-    try:
-        store.commit(writes)
+    for doc in page:
+        writes.delete(doc.key, if_updated_at=doc.update_time)
+    if commits.write_once(store, writes):
         return len(page)
-    except WriteConflict:
-        pass
     deleted = 0
-    for snap in page:
+    for doc in page:
         one = Writes()
-        one.delete(snap.reference, if_updated_at=snap.update_time)
-        try:
-            store.commit(one)
-            deleted += 1
-        except WriteConflict:
-            continue
+        one.delete(doc.key, if_updated_at=doc.update_time)
+        deleted += commits.write_once(store, one)
     return deleted
 
 
-def _expire(ctx: _Run, task: TaskReport, collection: Any) -> None:
+def _expire(ctx: _Run, task: TaskReport, collection: Collection) -> None:
     for page in ctx.pages(collection, [("expires_at", "<", ctx.now)], "expires_at", _RECORD_COST, task):
         deleted = delete_records(ctx.store, page)
         task.done += deleted
@@ -459,29 +449,27 @@ def _expire(ctx: _Run, task: TaskReport, collection: Any) -> None:
 
 def _expired_idempotency_records(ctx: _Run, task: TaskReport) -> None:
     """Idempotency-Key records (every account's: a collection-group query), kept 24 h."""
-    _expire(ctx, task, "idempotency")
+    _expire(ctx, task, Store.every_account("idempotency"))
 
 
 def _expired_stripe_event_records(ctx: _Run, task: TaskReport) -> None:
     """Processed Stripe event records (the exactly-once ledger), kept `EVENT_RECORD_TTL`."""
-    _expire(ctx, task, ctx.store.stripe_event("_").parent)
+    _expire(ctx, task, ctx.store.stripe_events())
 
 
 def _expired_unmatched_stripe_events(ctx: _Run, task: TaskReport) -> None:
     """Stripe events no account claimed, kept for an operator for `EVENT_RECORD_TTL` like the ledger."""
-    _expire(ctx, task, ctx.store.stripe_unmatched("_").parent)
+    _expire(ctx, task, ctx.store.stripe_unmatched_events())
 
 
 def _abandoned_uploads(ctx: _Run, task: TaskReport) -> None:
     """Artifact records (and any partial bytes) whose upload was never completed (every account's: a
     collection-group query)."""
     filters = [("status", "==", "PENDING_UPLOAD"), ("upload_expires_at", "<", ctx.now - ABANDONED_UPLOAD_AFTER)]
-    for page in ctx.pages("artifacts", filters, "upload_expires_at", _RECORD_COST, task):
-        from shared.adapters.objectstore import get_object_store  # boto3 only when there is something to delete
-
-        objects = get_object_store()
-        for snap in page:
-            if artifacts.delete_abandoned_upload(ctx.store, objects, snap):
+    for page in ctx.pages(Store.every_account("artifacts"), filters, "upload_expires_at", _RECORD_COST, task):
+        objects = artifacts.object_store()  # boto3 only when there is something to delete
+        for doc in page:
+            if artifacts.delete_abandoned_upload(ctx.store, objects, doc):
                 task.done += 1
             else:
                 task.skipped += 1

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.adapters.firestore import Snapshot
+from shared.adapters.firestore import Doc
 from shared.domain.errors import IdempotencyKeyReused, ValidationFailed
 
 TTL = timedelta(hours=24)
@@ -44,11 +44,11 @@ def parse(header: str | None, *, method: str, path: str, body: Any) -> Idempoten
     )
 
 
-def replay(snapshot: Snapshot | None, request: IdempotencyRequest, now: datetime) -> Outcome | None:
+def replay(doc: Doc | None, request: IdempotencyRequest, now: datetime) -> Outcome | None:
     """The recorded outcome if this key was used for this very request; None if the key is new (or expired)."""
-    if snapshot is None or not snapshot.exists:
+    if doc is None or doc.data is None:
         return None
-    record = snapshot.to_dict()
+    record = doc.data
     if record["expires_at"] <= now:
         return None
     if record["request_hash"] != request.request_hash:
