@@ -245,7 +245,7 @@ class Executor:
         if usage:
             body["usage"] = usage
         answer = self.api.transition(args.workflow_id, body)
-        if self.ledger and usage:
+        if self.ledger and usage:  # recorded (or, by a qorch that records none, dropped: not offered twice)
             self.ledger.mark_recorded(usage)
         return answer
 

@@ -132,3 +132,23 @@ def test_an_unreachable_api_is_a_failure_not_a_crash():
     finally:
         module.RETRIES = previous
     assert outcome.failure is not None and outcome.failure.code == "unreachable"
+
+
+def test_usage_never_costs_the_transition_it_rides_on(api, tenant, live):
+    """A qorch that does not record usage yet refuses the field by name: the transition is sent again without it.
+    One that does records it on the event."""
+    wf = api.create(tenant)
+    client = QorchApi(live.url, tenant.agents[Role.Q_ASSISTANT])
+    client.claim("q-1", lease_seconds=60)
+    ledger = UsageLedger()
+    ledger.add({"model": "claude-sonnet-4-5", "input_tokens": 1200, "output_tokens": 300, "cache_read_tokens": 0,
+                "cost_usd": None})
+    tools = ToolExecutor(client, "q-1", ledger)
+    moved = tools.call("transition", {"workflow_id": wf["id"], "to": "PLANNING", "note": "scoped"})
+    assert moved.ok, moved.failure
+    assert ledger.pending() == [] and len(ledger.recorded) == 1, "offered once, never again"
+    event = moved.result["event"]
+    if client.takes_usage:
+        assert event["usage"], "a qorch that took the field recorded it"
+    else:
+        assert "usage" not in event

@@ -112,24 +112,49 @@ def test_the_runner_drives_a_step_from_claim_to_transition(api, tenant, live, st
     bad = sent[3].tool_results()[-1][1]
     assert bad["error"]["code"] == "invalid_arguments"
 
-    # the one transition carries the usage of every model call, as the model API returned it
+    # the runner's ledger: one entry per model call that answered, as the model API returned it, all of them sent
+    # with the one transition
+    assert [(u["model"], u["input_tokens"], u["output_tokens"], u["cache_read_tokens"]) for u in record.usage] == [
+        (u["model"], u["input"], u["output"], u["cache_read"]) for u in standin.returned_usage]
     events = api.get(f"/v1/workflows/{wf['id']}/events", tenant.owner).body["events"]
-    moved = events[-1]
-    assert (moved["from_state"], moved["to_state"]) == ("DESIGN", "IMPLEMENTATION")
-    usage = moved["usage"] if isinstance(moved["usage"], list) else moved["usage"]["calls"]
-    returned = standin.returned_usage
-    assert [(u["model"], u["input_tokens"], u["output_tokens"], u["cache_read_tokens"]) for u in usage] == [
-        (u["model"], u["input"], u["output"], u["cache_read"]) for u in returned]
-    workflow = api.get(f"/v1/workflows/{wf['id']}", tenant.owner).body
-    assert workflow["usage"]["input_tokens"] == sum(u["input"] for u in returned)
-    assert workflow["usage"]["output_tokens"] == sum(u["output"] for u in returned)
-    assert workflow["usage"]["cache_read_tokens"] == sum(u["cache_read"] for u in returned)
-    assert workflow["usage"]["by_role"]["ARCHITECT"]["output_tokens"] == sum(u["output"] for u in returned)
+    assert [(e["from_state"], e["to_state"]) for e in events[-1:]] == [("DESIGN", "IMPLEMENTATION")]
+
     # the artifact is there, and it went with the hand-off to the developer
     handoffs = api.get(f"/v1/workflows/{wf['id']}/handoffs", tenant.owner).body["handoffs"]
     assert handoffs[0]["to_role"] == "DEVELOPER" and len(handoffs[0]["artifacts"]) == 1
     developer = Agent(api, tenant.agents[Role.DEVELOPER], "dev-1")
     assert developer.download(wf["id"], handoffs[0]["artifacts"][0]) == b"# Design\n- Flask, Postgres\n"
+
+
+@pytest.mark.parametrize(("provider", "openai_api"), PROVIDERS, ids=IDS)
+def test_the_transition_carries_the_usage_of_every_model_call(api, tenant, live, standin, provider, openai_api):
+    """Issue 10 part B: the usage recorded on the transition's event, and in the workflow's totals, is exactly what
+    the model API returned, one entry per call that answered (the 429 answered nothing)."""
+    wf = at_design(api, tenant)
+    standin.script = design_script(wf["id"])
+    r = runner(live, tenant, provider, openai_api)
+    assert r.run() == 0
+    assert r.api.takes_usage, "the server refused the usage field"
+    (record,) = r.records
+    assert record.outcome == "transitioned" and len(record.usage) == 4
+    events = api.get(f"/v1/workflows/{wf['id']}/events", tenant.owner).body["events"]
+    moved = events[-1]
+    assert (moved["from_state"], moved["to_state"]) == ("DESIGN", "IMPLEMENTATION")
+    returned = standin.returned_usage
+    assert [(u["model"], u["input_tokens"], u["output_tokens"], u["cache_read_tokens"]) for u in usage_entries(moved)] \
+        == [(u["model"], u["input"], u["output"], u["cache_read"]) for u in returned]
+    workflow = api.get(f"/v1/workflows/{wf['id']}", tenant.owner).body
+    assert workflow["usage"]["input_tokens"] == sum(u["input"] for u in returned)
+    assert workflow["usage"]["output_tokens"] == sum(u["output"] for u in returned)
+    assert workflow["usage"]["cache_read_tokens"] == sum(u["cache_read"] for u in returned)
+    assert workflow["usage"]["by_role"]["ARCHITECT"]["output_tokens"] == sum(u["output"] for u in returned)
+
+
+def usage_entries(event: dict) -> list[dict]:
+    """An event's usage entries (a list, or one entry)."""
+    usage = event.get("usage")
+    assert usage, f"no usage on event {event['seq']}"
+    return usage if isinstance(usage, list) else usage.get("calls") or usage.get("entries") or [usage]
 
 
 def test_a_model_api_that_keeps_failing_releases_the_work_with_a_note(api, tenant, live, standin):
