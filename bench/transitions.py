@@ -1,6 +1,8 @@
 """Transition benchmark: what one workflow change costs, against the real Firestore emulator.
 
 1. Service level, uncontended: SAMPLES transitions (DISCOVERY <-> PLANNING) through `transition_workflow`; p50/p99.
+   Twice: without usage, and with the usage of three model calls (priced from the table, one unpriced), which adds
+   the account's month document to the commit.
 2. The floor: right after each of those, the same documents read and written straight on the Firestore client, on a
    copy of the data in a second project: one `get_all` of the refs the service read, one batched commit of the very
    writes it committed, with the same `update_time` precondition. No validation, no models: what the two RPCs cost.
@@ -141,8 +143,15 @@ def _floor(client: Any, read: list[str], ops: list[tuple[str, str, Any, bool]]) 
 # ---- 1-3: one change at a time -----------------------------------------------------------------------------------
 
 
-def _uncontended(store: Any, floor_client: Any, owner: Any) -> None:
+# Three model calls, as a step's transition reports them: two priced by the table, one the table does not know.
+USAGE = [{"model": "claude-opus-5-5", "input_tokens": 12_000, "output_tokens": 800, "cache_read_tokens": 30_000},
+         {"model": "gpt-6-sol", "input_tokens": 900, "output_tokens": 300},
+         {"model": "my-local-llama", "input_tokens": 500, "output_tokens": 200}]
+
+
+def _uncontended(store: Any, floor_client: Any, owner: Any, usage: list[dict] | None = None) -> None:
     from shared.domain.models import TransitionRequest
+    from shared.domain.pricing import Usage
     from shared.domain.state_machine import State
     from shared.services.workflows import get_workflow, transition_workflow
     from tests.helpers import assert_event_log
@@ -157,7 +166,8 @@ def _uncontended(store: Any, floor_client: Any, owner: Any) -> None:
         for i in range(WARM_UP + SAMPLES):
             state = _other(state)
             started = time.perf_counter()
-            transition_workflow(store, owner, wf, TransitionRequest(to=state), None)
+            request = TransitionRequest(to=state, usage=Usage.model_validate(usage) if usage else None)
+            transition_workflow(store, owner, wf, request, None)
             took = time.perf_counter() - started
             floor_took = _floor(floor_client, recorder.read, recorder.ops)  # right after: the same conditions
             if i >= WARM_UP:
@@ -167,7 +177,8 @@ def _uncontended(store: Any, floor_client: Any, owner: Any) -> None:
     assert rpcs == Counter({"batch_get": WARM_UP + SAMPLES, "commit": WARM_UP + SAMPLES}), rpcs
     assert assert_event_log(store, owner.account_id, wf).version == 1 + WARM_UP + SAMPLES
     ratio = statistics.median(service) / statistics.median(floor)
-    print(f"  service transition, uncontended     {_p(service)}   RPCs each: 1 batch_get + 1 commit")
+    label = f"with usage of {len(usage)} calls" if usage else "uncontended"
+    print(f"  service transition, {label:15s} {_p(service)}   RPCs each: 1 batch_get + 1 commit")
     print(f"  floor (bare get_all + batch commit) {_p(floor)}   "
           f"the same {len(recorder.read)} read / {len(recorder.ops)} written documents, same precondition")
     print(f"  ratio service/floor at p50: {ratio:.2f}   (goal <= {GOAL}: {'met' if ratio <= GOAL else 'NOT met'})")
@@ -335,6 +346,7 @@ def _run() -> None:
     owner, key = _tenant(store)
     print("transition benchmark (Firestore emulator on this machine; wall-clock, for comparison between runs)")
     _uncontended(store, floor_client, owner)
+    _uncontended(store, floor_client, owner, USAGE)
     _http(store, owner, key)
     _contention(store, owner)
 

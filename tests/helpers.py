@@ -10,8 +10,10 @@ from typing import Any
 
 from shared.adapters.firestore import Collection, Key, Store
 from shared.domain import workflow as domain
-from shared.domain.models import Event, Workflow
-from shared.domain.state_machine import AGENT_ROLES, Role
+from shared.domain.models import Event, EventType, Handoff, Workflow
+from shared.domain.pricing import Tally
+from shared.domain.state_machine import AGENT_ROLES, Role, role_of
+from shared.runtime.config import config
 from shared.services import accounts
 
 
@@ -72,6 +74,9 @@ class Api:
     def post(self, path: str, body: Any = None, key: str | None = None, **kw: Any) -> Response:
         return self.request("POST", path, key=key, body=body, **kw)
 
+    def patch(self, path: str, body: Any = None, key: str | None = None, **kw: Any) -> Response:
+        return self.request("PATCH", path, key=key, body=body, **kw)
+
     # ---- workflow shortcuts -------------------------------------------------------------------------------
 
     def create(self, tenant: Tenant, **fields: Any) -> dict:
@@ -111,12 +116,42 @@ def stored_events(store: Store, account_id: str, workflow_id: str) -> list[Event
 
 
 def assert_event_log(store: Store, account_id: str, workflow_id: str) -> Workflow:
-    """The three invariants: events == version, seq is 1..version without gaps, replay reproduces the workflow."""
+    """The three invariants: events == version, seq is 1..version without gaps, replay reproduces the workflow.
+    And what the log says of the rest: each field an UPDATED event changed has the value its last change left, each
+    change starting from the one before; the usage of the events plus what the open hand-off holds for its next
+    event is the workflow's totals, overall and per role; a playbook version is that of the role acted in."""
     workflow = stored_workflow(store, account_id, workflow_id)
     events = stored_events(store, account_id, workflow_id)
     assert len(events) == workflow.version
     assert [e.seq for e in events] == list(range(1, workflow.version + 1))
     assert domain.replay(events) == (workflow.state, workflow.role, workflow.retry_count)
+
+    last: dict[str, Any] = {}
+    used, by_role = Tally(), {}
+    for event in events:
+        if event.type is EventType.UPDATED:
+            assert event.from_state == event.to_state and event.changes, event
+            for name, change in event.changes.items():
+                assert change.before != change.after and last.get(name, change.before) == change.before, event
+                last[name] = change.after
+        else:
+            assert event.changes is None, event
+        if event.usage is not None:
+            assert event.usage.role is role_of(event.from_state), event
+            tally = Tally.of_view(event.usage.total)
+            assert tally == Tally.of(event.usage.calls) + Tally.of_view(event.usage.heartbeats), event
+            used, by_role[event.usage.role.value] = used + tally, by_role.get(event.usage.role.value, Tally()) + tally
+        if event.playbook_version is not None:
+            assert event.playbook_version == config().playbooks.for_role(role_of(event.from_state)).version, event
+    assert {name: getattr(workflow, name) for name in last} == last
+    current = workflow.current_handoff
+    if current is not None and current.usage is not None:
+        handoff = Handoff.model_validate(ref(store, store.handoff(account_id, current.id)).get().to_dict())
+        assert handoff.usage == current.usage and workflow.role is handoff.to_role
+        pending = Tally.of_view(current.usage)
+        used, by_role[handoff.to_role.value] = used + pending, by_role.get(handoff.to_role.value, Tally()) + pending
+    assert workflow.usage.total == used
+    assert {r: t for r, t in workflow.usage.by_role.items() if t} == {r: t for r, t in by_role.items() if t}
     return workflow
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.runtime import clock
 from shared.runtime.config import config
 from tests import billing_support
 from tests.billing_support import (
@@ -216,11 +217,14 @@ def test_get_account_of_an_operator_granted_account(api, tenant):
         "entitlement": {"entitled": True, "status": "granted",
                         "reason": "Granted by an operator; no Stripe subscription.", "grace_until": None,
                         "subscription_id": None, "current_period_end": None, "cancel_at_period_end": False},
-        "limits": dev.limits(), "usage": {"active_workflows": 0},
+        "limits": dev.limits(),
+        "usage": {"active_workflows": 0, "this_month": {
+            "month": clock.now().strftime("%Y-%m"), "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0,
+            "cost_usd": 0.0, "unpriced_calls": 0}},
     }
     api.create(tenant)
     agent_view = api.get("/v1/account", tenant.key_for(next(iter(tenant.agents)))).body
-    assert agent_view["usage"] == {"active_workflows": 1}
+    assert agent_view["usage"]["active_workflows"] == 1
 
 
 def test_get_account_of_a_subscriber(api, billing_env):
@@ -232,7 +236,7 @@ def test_get_account_of_a_subscriber(api, billing_env):
     assert body["entitlement"]["entitled"] and body["entitlement"]["subscription_id"] == sub
     api.store.rpcs.clear()
     api.get("/v1/account", tenant.owner)
-    assert dict(api.store.rpcs) == {"get": 2}  # the key, the account
+    assert dict(api.store.rpcs) == {"get": 1, "batch_get": 1}  # the key; the account with this month's usage
 
 
 # ---- the gate on POST /v1/workflows ------------------------------------------------------------------------------

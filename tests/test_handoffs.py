@@ -40,7 +40,7 @@ def test_creating_a_workflow_hands_it_to_the_first_role(api, tenant):
         None, "Q_ASSISTANT", None, "DISCOVERY", 1)
     assert h["status"] == "PENDING" and h["attempts"] == 0 and h["artifacts"] == []
     assert wf["current_handoff"] == {"id": h["id"], "status": "PENDING", "claimed_by": None, "agent_id": None,
-                                     "lease_expires_at": None}
+                                     "lease_expires_at": None, "usage": None}
 
 
 def test_a_transition_hands_off_in_its_own_commit_still_two_rpcs(api, tenant):
@@ -116,7 +116,7 @@ def test_a_claim_is_one_query_and_one_commit_and_answers_with_the_workflow(api, 
     assert h["status"] == "CLAIMED" and h["agent_id"] == "q-1" and h["attempts"] == 1 and h["lease_seconds"] == 120
     assert w["id"] == wf["id"] and w["title"] == "Shop" and w["state"] == "DISCOVERY" and w["version"] == 1
     assert w["current_handoff"] == {"id": h["id"], "status": "CLAIMED", "claimed_by": h["claimed_by"],
-                                    "agent_id": "q-1", "lease_expires_at": h["lease_expires_at"]}
+                                    "agent_id": "q-1", "lease_expires_at": h["lease_expires_at"], "usage": None}
     assert [t["to"] for t in w["allowed_transitions"]] == ["PLANNING"]  # as this agent sees it
     # the workflow document says the same
     assert api.get(f"/v1/workflows/{wf['id']}", tenant.owner).body["current_handoff"] == w["current_handoff"]
@@ -277,6 +277,26 @@ def test_release_puts_the_work_back_at_its_place_in_the_queue(api, tenant):
     again = agent(api, tenant, Q, "next").claim(expect=200).body["handoff"]
     assert again["id"] == h["id"] and again["attempts"] == 2  # FIFO: before the newer workflow's
     assert newer != older
+
+
+def test_a_release_note_is_kept_for_the_next_agent_until_the_next_release(api, tenant, clock):
+    from shared.runtime import clock as product_clock
+    from shared.services.handoffs import release_expired_leases
+
+    wf = api.create(tenant)["id"]
+    first = agent(api, tenant, Q, "first")
+    h = first.claim(expect=200).body["handoff"]
+    assert h["release_note"] is None
+    r = first.release(wf, h["id"], note="I cannot reach the customer's site")
+    assert r.status == 200 and r.body["release_note"] == "I cannot reach the customer's site"
+    second = agent(api, tenant, Q, "second")
+    assert second.claim(expect=200, lease_seconds=30).body["handoff"]["release_note"] == r.body["release_note"]
+    clock.advance(31)
+    assert release_expired_leases(api.store, now=product_clock.now()) == 1  # a lapsed lease keeps it
+    third = agent(api, tenant, Q, "third")
+    assert third.claim(expect=200).body["handoff"]["release_note"] == r.body["release_note"]
+    assert third.release(wf, h["id"]).body["release_note"] is None  # a release without a note says nothing
+    assert_refused(api, lambda: third.release(wf, h["id"], note="x" * 2001), 422, "validation_error")
 
 
 def test_an_owner_may_release_anyones_claim(api, tenant):

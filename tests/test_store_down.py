@@ -105,7 +105,7 @@ def test_every_endpoint_answers_503_while_the_store_is_down(api, tenant, live, o
 
     def call(route: Any) -> tuple[Any, Response]:
         path = concrete(route.path, {"workflow_id": wf["id"]})
-        body = {} if route.method == "POST" else None
+        body = {} if route.writes else None
         return route, live.request(route.method, path, key=tenant.owner, body=body, timeout=CLIENT_TIMEOUT)
 
     with ThreadPoolExecutor(max_workers=len(ROUTES)) as pool:  # all at once: a hang anywhere shows
@@ -147,7 +147,11 @@ def _calls(wf: str) -> dict[str, Call]:
         "transition_workflow": Call("POST", f"/v1/workflows/{wf}/transitions", {"to": "DESIGN", "note": "go"}),
         "transition_workflow+idempotency": Call("POST", f"/v1/workflows/{wf}/transitions",
                                                 {"to": "DESIGN", "expected_version": 2}, {"Idempotency-Key": "t1"}),
+        "transition_workflow+usage": Call("POST", f"/v1/workflows/{wf}/transitions",
+                                          {"to": "DESIGN", "usage": [{"model": "claude-opus-5-5", "input_tokens": 10,
+                                                                      "output_tokens": 20}]}),
         "rollback_workflow": Call("POST", f"/v1/workflows/{wf}/rollback", {"to_version": 1, "reason": "redo"}),
+        "update_workflow": Call("PATCH", f"/v1/workflows/{wf}", {"title": "renamed", "max_cost_usd": 5}),
         "list_workflow_events": Call("GET", f"/v1/workflows/{wf}/events?limit=1"),
         "get_account": Call("GET", "/v1/account"),
     }
@@ -183,7 +187,7 @@ def test_a_cut_before_any_rpc_writes_nothing(api, tenant, live, outage, scenario
     api.move(tenant, wf, "PLANNING")
     call = _calls(wf["id"])[scenario]
     rpcs = cut_at_every_rpc(tenant, live, outage, call, outage.proxy.cut, wf["id"])
-    writes = call.method == "POST"
+    writes = call.method in ("POST", "PATCH")
     # Auth, then one read; a change adds its one commit. (Each of them was cut above.)
     assert rpcs == (3 if writes else 2), rpcs
     assert_event_log(outage.direct, tenant.account_id, wf["id"])

@@ -126,6 +126,13 @@ class Writes:
     def set(self, key: Key, data: dict[str, Any]) -> None:
         self.ops.append(("set", key, data, None))
 
+    def add_to(self, key: Key, add: Mapping[str, int], *, fields: Mapping[str, Any] | None = None) -> None:
+        """Add numbers to fields server-side, making the document (with `fields`) if it does not exist yet: a
+        counter kept exactly in the same commit as what it counts, without reading it (increments commute)."""
+        data = dict(fields or {})
+        data.update({name: firestore.Increment(n) for name, n in add.items()})
+        self.ops.append(("merge", key, data, None))
+
     def delete(self, key: Key, *, if_updated_at: datetime | None = None) -> None:
         self.ops.append(("delete", key, None, if_updated_at))
 
@@ -180,6 +187,10 @@ class Store:
     def event(self, account_id: str, workflow_id: str, seq: int) -> Key:
         # Zero-padded so that document ids sort like seq.
         return Key(f"accounts/{account_id}/workflows/{workflow_id}/events/{seq:010d}")
+
+    def usage_month(self, account_id: str, month: str) -> Key:
+        """The account's usage totals of one month (YYYY-MM, UTC)."""
+        return Key(f"accounts/{account_id}/usage_months/{month}")
 
     def idempotency(self, account_id: str, key_hash: str) -> Key:
         return Key(f"accounts/{account_id}/idempotency/{key_hash}")
@@ -270,6 +281,8 @@ class Store:
                 batch.update(ref, data, option=option)
             elif op == "set":
                 batch.set(ref, data)
+            elif op == "merge":
+                batch.set(ref, data, merge=True)
             else:
                 batch.delete(ref, option=option)
         return batch

@@ -112,6 +112,10 @@ class BillingNotConfigured(ProblemError):
     status, code, title = 503, "billing_not_configured", "Billing is not configured on this deployment"
 
 
+class BudgetExhausted(ProblemError):
+    status, code, title = 409, "budget_exhausted", "The workflow's budget is spent"
+
+
 class LeaseHeld(ProblemError):
     status, code, title = 409, "lease_held", "Another agent holds this workflow's hand-off under a live lease"
 

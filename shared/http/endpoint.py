@@ -215,7 +215,7 @@ def _handle(request: flask.Request, route: Route, handler: Handler, fields: dict
     raw = None
     if route.body is not None:
         ctx.body, raw = parse_body(request, route.body)
-    if route.method == "POST":
+    if route.writes:
         key = request.headers.get("Idempotency-Key")
         if route.idempotency_key_refused is None:
             ctx.idempotency = idempotency.parse(key, method=request.method, path=request.path, body=raw)

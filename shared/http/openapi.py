@@ -22,7 +22,8 @@ _ERRORS = {
     405: "method_not_allowed",
     409: "invalid_transition, retry_limit_exceeded, version_conflict (also: the resource changed too fast, retry), "
          "no_billing_account or already_subscribed; lease_held (another agent holds the hand-off), lease_lost (you "
-         "no longer hold it), upload_incomplete",
+         "no longer hold it), upload_incomplete; budget_exhausted (the workflow's budget is spent: only its owner "
+         "may move it)",
     413: "payload_too_large: bodies are limited to 256 KiB, artifacts to the plan's max_artifact_bytes",
     422: "validation_error (each bad field listed, a malformed or refused Idempotency-Key too), "
          "idempotency_key_reused, or checksum_mismatch (artifacts)",
@@ -42,7 +43,7 @@ def _error_codes(route: Route) -> list[int]:
         codes.add(422)
     if route.body:
         codes |= {400, 413, 422}
-    if route.method == "POST":  # a malformed or reused Idempotency-Key, or one sent where it is refused
+    if route.writes:  # a malformed or reused Idempotency-Key, or one sent where it is refused
         codes.add(422)
     return sorted(codes)
 
@@ -75,9 +76,9 @@ def _operation(route: Route, refs: dict[tuple[type, str], Any], schemas: dict[st
          "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}}
         for p in route.params
     ] + _query_parameters(route, schemas)
-    if route.method == "POST" and route.idempotency_key_refused is None:
+    if route.writes and route.idempotency_key_refused is None:
         parameters.append({"name": "Idempotency-Key", "in": "header", "required": False,
-                           "description": "Repeat a POST safely for 24 h: same key and body → the first response.",
+                           "description": "Repeat a request safely for 24 h: same key and body → the first response.",
                            "schema": {"type": "string", "minLength": 1, "maxLength": 255,
                                       "pattern": "^[\\x20-\\x7E]+$"}})
     op: dict[str, Any] = {"operationId": route.function, "summary": route.summary, "responses": responses}

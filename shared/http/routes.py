@@ -9,6 +9,7 @@ from functools import cached_property
 
 from pydantic import BaseModel
 
+from shared.domain import agent_models as agents
 from shared.domain import models as m
 
 # Ids the product hands out are [A-Za-z0-9_-]; anything else cannot name a document, so it is simply not found.
@@ -28,9 +29,14 @@ class Route:
     authenticated: bool = True
     errors: tuple[int, ...] = field(default=())
     no_content: str | None = None  # when it may also answer 204 (no body): what that means
-    # A POST honours Idempotency-Key (a repeat with the same key replays the first response) unless this says why it
-    # refuses one (then a request that sends it is 422, and nothing happens).
+    # A POST or PATCH honours Idempotency-Key (a repeat with the same key replays the first response) unless this says
+    # why it refuses one (then a request that sends it is 422, and nothing happens).
     idempotency_key_refused: str | None = None
+
+    @property
+    def writes(self) -> bool:
+        """A method that changes something: it takes an Idempotency-Key."""
+        return self.method in ("POST", "PATCH")
 
     @cached_property
     def pattern(self) -> re.Pattern[str]:
@@ -54,7 +60,11 @@ ROUTES: tuple[Route, ...] = (
           body=m.CreateWorkflowRequest, response=m.WorkflowView, status=201, errors=(402, 403)),
     Route("list_workflows", "GET", "/v1/workflows", "List the account's workflows, most recently changed first",
           query=m.ListWorkflowsQuery, response=m.WorkflowPage),
-    Route("get_workflow", "GET", _WF, "Get one workflow", response=m.WorkflowView, errors=(404,)),
+    Route("get_workflow", "GET", _WF, "Get one workflow, with its usage totals and budget", response=m.WorkflowView,
+          errors=(404,)),
+    Route("update_workflow", "PATCH", _WF,
+          "Change a workflow's title, description, labels, max_retries or budget (owner only); one event per change",
+          body=m.UpdateWorkflowRequest, response=m.UpdateResult, errors=(403, 404)),
     Route("transition_workflow", "POST", _WF + "/transitions", "Move a workflow to another state",
           body=m.TransitionRequest, response=m.ChangeResult, errors=(403, 404, 409)),
     Route("rollback_workflow", "POST", _WF + "/rollback",
@@ -62,6 +72,10 @@ ROUTES: tuple[Route, ...] = (
           body=m.RollbackRequest, response=m.ChangeResult, errors=(403, 404, 409)),
     Route("list_workflow_events", "GET", _WF + "/events", "The workflow's audit log, oldest first",
           query=m.PageQuery, response=m.EventPage, errors=(404,)),
+    Route("get_workflow_context", "GET", _WF + "/context",
+          "Everything an agent needs for the current step: instructions, task, hand-off, artifacts with download "
+          "URLs, history, allowed transitions and tools (the owner, or a key holding the workflow's role)",
+          query=agents.ContextQuery, response=agents.AgentContext, errors=(403, 404)),
     # hand-offs and the agent work queue
     Route("claim_handoff", "POST", "/v1/handoffs/claim",
           "Claim the oldest hand-off waiting for the caller's roles, under a lease (long poll with wait_seconds)",
@@ -103,6 +117,9 @@ ROUTES: tuple[Route, ...] = (
     Route("describe_state_machine", "GET", "/v1/state-machine", "The state machine table and its Mermaid diagram",
           authenticated=False),
     Route("get_openapi", "GET", "/v1/openapi.json", "This API's OpenAPI 3.1 document", authenticated=False),
+    Route("list_agent_tools", "GET", "/v1/agent-tools",
+          "The agent's operations as tool definitions, in the shape the OpenAI or Anthropic SDK sends (no key)",
+          query=agents.AgentToolsQuery, response=agents.AgentTools, authenticated=False),
 )
 
 BY_FUNCTION: dict[str, Route] = {r.function: r for r in ROUTES}

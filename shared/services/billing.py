@@ -38,10 +38,12 @@ from shared.domain.models import (
     AccountView,
     CheckoutSession,
     CheckoutSessionRequest,
+    MonthUsage,
     PlanLimits,
     PortalSession,
     WebhookReceipt,
 )
+from shared.domain.pricing import Tally
 from shared.runtime import clock
 from shared.runtime.config import config
 from shared.services import commits, idempotency
@@ -409,10 +411,18 @@ def create_portal_session(store: Store, principal: Principal, idem: IdempotencyR
 
 
 def get_account(store: Store, principal: Principal) -> dict:
-    account = _load_account(store.get(store.account(principal.account_id)))
-    standing = billing.standing(account, config().plans, clock.now(), grace_period())
+    """The account and this month's usage totals (kept by the workflows' commits), in one batched read."""
+    now = clock.now()
+    month = now.strftime("%Y-%m")
+    account_key, month_key = store.account(principal.account_id), store.usage_month(principal.account_id, month)
+    docs = store.get_many([account_key, month_key])
+    account = _load_account(docs[account_key])
+    used = docs[month_key].data or {}
+    this_month = Tally(**{name: used.get(name, 0) for name in Tally.model_fields}).view()
+    standing = billing.standing(account, config().plans, now, grace_period())
     view = AccountView(
         id=account.id, name=account.name, plan=standing.plan_name, entitlement=standing.entitlement,
         limits=PlanLimits(**standing.plan.limits()) if standing.plan else None,
-        usage=AccountUsage(active_workflows=account.active_workflows))
+        usage=AccountUsage(active_workflows=account.active_workflows,
+                           this_month=MonthUsage(month=month, **this_month.model_dump())))
     return view.model_dump(mode="json")
