@@ -178,16 +178,12 @@ def bar(state: str, width: int = 9) -> str:
 
 
 def cost_of(workflow: dict[str, Any], events: list[dict[str, Any]]) -> float:
-    """The workflow's recorded cost (qorch keeps the totals); the sum of its events' usage if it shows none."""
+    """The workflow's recorded cost (qorch keeps the totals), or else the sum of its events' (each event's usage
+    `total`: its calls plus what heartbeats reported)."""
     usage = workflow.get("usage") or {}
     if usage.get("cost_usd") is not None:
         return float(usage["cost_usd"])
-    total = 0.0
-    for event in events:
-        entries = event.get("usage") or []
-        for entry in entries if isinstance(entries, list) else [entries]:
-            total += float(entry.get("cost_usd") or 0)
-    return total
+    return sum(float(((e.get("usage") or {}).get("total") or {}).get("cost_usd") or 0) for e in events)
 
 
 def agent_at(seq: int, handoffs: list[dict[str, Any]]) -> str:
@@ -287,7 +283,8 @@ def verify(owner: Owner, workflow_id: str, out: Any) -> list[str]:
         print(f"  {'ok' if ok else 'BAD':<4}{meta['name']:<26}{meta['size_bytes']:>6} bytes  {meta['id']}", file=out)
     usage = workflow.get("usage") or {}
     total = cost_of(workflow, events)
-    tokens = f"{usage.get('input_tokens', 0):,} in / {usage.get('output_tokens', 0):,} out tokens, " if usage else ""
+    tokens = (f"{usage.get('input_tokens', 0):,} input, {usage.get('cache_read_tokens', 0):,} cache-read and "
+              f"{usage.get('output_tokens', 0):,} output tokens, ") if usage else ""
     print(f"\nTotal cost: ${total:.4f} ({tokens}{len(events)} events, {len(retries)} retry)", file=out)
     if total <= 0:
         problems.append("no cost was recorded")

@@ -5,7 +5,8 @@ writes its role's artifacts as the playbooks name them (requirements.md, plan.md
 as change.patch with implementation-notes.md, test-report.md, verification-report.md, deployment-record.md) and
 makes one transition. The tester's first report fails, so the work goes back to
 IMPLEMENTATION with the failure; once the developer has reworked it, the next report passes. Each call reports
-usage figures, priced here (the model name `scripted` is in no price table).
+usage figures as a model with prompt caching would (the conversation so far read from the cache, only what is new
+billed as input), priced here: the model name `scripted` is in no price table.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 
 from agents.providers import ModelReply, ToolCall, ToolResult, usage_entry
 
-# A made-up price, in the range of today's mid-size models, so the demo shows what a run would cost.
-PRICE_IN, PRICE_OUT = 3.0 / 1e6, 15.0 / 1e6
+# A made-up price per token, in the range of today's mid-size models, so the demo shows what a run would cost.
+PRICE_IN, PRICE_OUT, PRICE_CACHE_READ = 3.0 / 1e6, 15.0 / 1e6, 0.3 / 1e6
+PROMPT_TOKENS = 1500  # the tool definitions and the fixed part of a request, in tokens
 FORWARD = {"DISCOVERY": "PLANNING", "PLANNING": "DESIGN", "DESIGN": "IMPLEMENTATION", "IMPLEMENTATION": "TESTING",
            "TESTING": "VERIFICATION", "VERIFICATION": "REVIEW", "DEPLOYMENT": "COMPLETED"}
 WORKFLOW_ID = re.compile(r"\bwf_[A-Za-z0-9]+")
@@ -39,7 +41,8 @@ class ScriptedConversation:
         self.model = model
         found = WORKFLOW_ID.search(task)
         self.workflow_id = found.group(0) if found else ""
-        self.read = len(system) + len(task)  # characters "read" so far: the usage figures grow with the talk
+        self.read = len(system) + len(task)  # characters of the conversation so far: the figures grow with it
+        self.cached = 0  # characters of it a previous call sent (a real model would read them from its cache)
         self.context: dict[str, Any] | None = None
         self.handed_over: list[dict[str, Any]] = []
         self.to_write: list[tuple[str, str]] | None = None
@@ -54,10 +57,15 @@ class ScriptedConversation:
         self.turn += 1
         call = self._decide()
         said = json.dumps(call.arguments) if call else ""
-        # Deterministic figures: about four characters per token, plus the fixed cost of a prompt and a reply.
-        tokens_in, tokens_out = 900 + self.read // 4, 40 + len(said) // 4
-        usage = usage_entry(self.model, tokens_in, tokens_out, 0,
-                            round(tokens_in * PRICE_IN + tokens_out * PRICE_OUT, 6))
+        # Deterministic figures, about four characters per token: what this call adds to the conversation is input,
+        # what earlier calls sent (and the fixed prompt) is read from the cache, the tool call is output.
+        fresh = (self.read - self.cached) // 4 + (PROMPT_TOKENS if self.turn == 1 else 0)
+        cached = self.cached // 4 + (PROMPT_TOKENS if self.turn > 1 else 0)
+        tokens_out = 40 + len(said) // 4
+        self.read += len(said)
+        self.cached = self.read
+        cost = fresh * PRICE_IN + tokens_out * PRICE_OUT + cached * PRICE_CACHE_READ
+        usage = usage_entry(self.model, fresh, tokens_out, cached, round(cost, 6))
         return ModelReply(tool_calls=[call] if call else [], text="" if call else "Done.", usage=usage)
 
     def _decide(self) -> ToolCall | None:
