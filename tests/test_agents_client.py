@@ -152,3 +152,22 @@ def test_usage_never_costs_the_transition_it_rides_on(api, tenant, live):
         assert event["usage"], "a qorch that took the field recorded it"
     else:
         assert "usage" not in event
+
+
+def test_the_agents_package_is_a_client_only():
+    """agents/ ships alone in its image (agents/Dockerfile copies it and requirements-agents.txt, nothing else): it
+    imports nothing of the product (shared, tools, functions, main), nor Firestore, Stripe or boto3."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    forbidden = {"shared", "tools", "functions", "main", "tests", "google", "stripe", "boto3", "firebase_admin"}
+    found = {}
+    for path in sorted((root / "agents").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+            hits = {n.split(".")[0] for n in names} & forbidden
+            if hits:
+                found[str(path.relative_to(root))] = sorted(hits)
+    assert found == {}
