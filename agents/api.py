@@ -50,8 +50,6 @@ class QorchApi:
     api_key: str = field(repr=False)  # never printed: the dataclass repr leaves it out
     timeout: float = 30.0
     _http: httpx2.Client = field(init=False, repr=False)
-    _release_notes: bool = field(init=False, default=True)  # until the server says it takes no release note
-    takes_usage: bool = field(init=False, default=True)  # until the server says it records no usage
 
     def __post_init__(self) -> None:
         root = self.base_url.rstrip("/")
@@ -120,24 +118,12 @@ class QorchApi:
             body["usage"] = usage
         if lease_seconds is not None:
             body["lease_seconds"] = lease_seconds
-        path = f"/workflows/{workflow_id}/handoffs/{handoff_id}/heartbeat"
-        return self._with_usage("POST", path, body) if usage else self._json("POST", path, body=body)
+        return self._json("POST", f"/workflows/{workflow_id}/handoffs/{handoff_id}/heartbeat", body=body)
 
     def release(self, workflow_id: str, handoff_id: str, agent_id: str, note: str | None = None) -> dict[str, Any]:
-        """Give a hand-off back. The contract lets a release carry a note; a server that takes none refuses the
-        field by name, and the release matters more than its note: it is sent again without it (and the note only
-        logged) from then on."""
-        path = f"/workflows/{workflow_id}/handoffs/{handoff_id}/release"
-        if note and self._release_notes:
-            try:
-                return self._json("POST", path, body={"agent_id": agent_id, "note": note}, keyed=True)
-            except ApiError as exc:
-                if not (exc.code == "validation_error" and _names_field(exc, "note")):
-                    raise
-                self._release_notes = False
-        if note:
-            log.info("release of %s: %s", handoff_id, note)
-        return self._json("POST", path, body={"agent_id": agent_id}, keyed=True)
+        """Give a hand-off back, with a note for the next agent (kept on the hand-off as `release_note`)."""
+        body: dict[str, Any] = {"agent_id": agent_id, **({"note": note} if note else {})}
+        return self._json("POST", f"/workflows/{workflow_id}/handoffs/{handoff_id}/release", body=body, keyed=True)
 
     def context(self, workflow_id: str, *, events: int | None = None, page_token: str | None = None) -> dict:
         return self._json("GET", f"/workflows/{workflow_id}/context",
@@ -157,21 +143,7 @@ class QorchApi:
         return self._json("POST", "/workflows", body=fields, keyed=True)
 
     def transition(self, workflow_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._with_usage("POST", f"/workflows/{workflow_id}/transitions", body)
-
-    def _with_usage(self, method: str, path: str, body: dict[str, Any]) -> Any:
-        """A qorch older than the usage contract refuses the unknown field by name: the change matters more than
-        its bookkeeping, so it is sent again without usage (and usage is not offered to that server again)."""
-        if "usage" in body and not self.takes_usage:
-            body = {k: v for k, v in body.items() if k != "usage"}
-        try:
-            return self._json(method, path, body=body, keyed=True)
-        except ApiError as exc:
-            if "usage" not in body or not (exc.code == "validation_error" and _names_field(exc, "usage")):
-                raise
-            log.warning("this qorch records no model usage (it refused the field): usage is not sent to it")
-            self.takes_usage = False
-            return self._json(method, path, body={k: v for k, v in body.items() if k != "usage"}, keyed=True)
+        return self._json("POST", f"/workflows/{workflow_id}/transitions", body=body, keyed=True)
 
     def events(self, workflow_id: str, *, page_token: str | None = None, limit: int | None = None) -> dict:
         return self._json("GET", f"/workflows/{workflow_id}/events",
@@ -233,10 +205,6 @@ def _parse(response: httpx2.Response) -> Any:
                        str(problem.get("title") or response.reason_phrase),
                        str(problem.get("detail") or response.text[:300]), problem)
     return body
-
-
-def _names_field(exc: ApiError, name: str) -> bool:
-    return any(e.get("field") == name for e in exc.body.get("errors") or [])
 
 
 def _backoff(attempt: int) -> float:
