@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 # The Firebase Auth emulator (firebase-tools, pinned in package.json + package-lock.json): development only.
 NPM_STAMP := node_modules/.installed
 
-.PHONY: run test bench lint fmt docs admin cleanup deploy-files deploy clean
+.PHONY: run test demo bench lint fmt docs admin cleanup deploy-files deploy clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-agents.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
@@ -24,6 +24,10 @@ run: $(STAMP) $(NPM_STAMP)
 test: $(STAMP) $(NPM_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# A whole build by scripted AI agents, DISCOVERY to COMPLETED, on `make run`'s stack or one of its own (< 1 min).
+demo: $(STAMP)
+	$(PY) -m tools.demo
 
 bench: $(STAMP)
 	$(PY) -m bench

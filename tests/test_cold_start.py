@@ -1,11 +1,14 @@
 """Cold start: each deployed function, in a fresh interpreter, loads neither `stripe` nor `boto3` unless it is one of
-the few that need them (the allow-list below), and no function loads the Firebase ID token verifier until a token
+the few that need them (the allow-list below), never the AI SDKs (`anthropic`, `openai`, `mcp`: the agent runner's
+and the MCP server's, in requirements-agents.txt), and no function loads the Firebase ID token verifier until a token
 arrives (every authenticated function may receive one, so it is imported when a token-shaped credential comes, not
 before; `make bench` measures what that costs). Checked on import of the function's module, on import of `main.py`
-(which must import no function module at all), and on the first request through `main`'s entry point."""
+(which must import no function module at all), on the first request through `main`'s entry point, and in the source:
+nothing under functions/ or shared/, nor main.py, imports the AI SDKs or the `agents` package."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -18,8 +21,10 @@ from shared.http.event_functions import EVENT_FUNCTIONS
 from shared.http.routes import ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
-# The heavy SDKs: stripe ≈ 125 ms, boto3 (with botocore) ≈ 170 ms of cold import each.
-HEAVY = ("stripe", "boto3", "botocore")
+# The heavy SDKs: stripe ≈ 125 ms, boto3 (with botocore) ≈ 170 ms of cold import each; the AI SDKs are the agents'
+# (anthropic alone took 3.5 s to import on a busy 2-core machine) and no function may load them.
+AI_SDKS = ("anthropic", "openai", "mcp", "agents")
+HEAVY = ("stripe", "boto3", "botocore", *AI_SDKS)
 # Loaded only when a request carries a Firebase ID token (shared.services.auth imports it then).
 VERIFIER = ("shared.adapters.firebase_auth", "google.oauth2.id_token")
 STRIPE = frozenset({"stripe"})
@@ -82,6 +87,28 @@ def test_the_probe_sees_a_heavy_import():
     """The check can fail: importing boto3 directly is seen, and so is the verifier."""
     assert probe("import", "boto3")["heavy"] == ["boto3", "botocore"]
     assert set(VERIFIER) <= set(probe("import", "shared.adapters.firebase_auth")["heavy"])
+
+
+def test_the_probe_sees_an_ai_sdk_import():
+    assert probe("import", "openai")["heavy"] == ["openai"]
+
+
+def _imported_roots(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    roots: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_no_function_code_imports_the_ai_sdks_or_the_agents():
+    sources = [ROOT / "main.py", *sorted((ROOT / "functions").rglob("*.py")), *sorted((ROOT / "shared").rglob("*.py"))]
+    offenders = {str(p.relative_to(ROOT)): sorted(_imported_roots(p) & set(AI_SDKS)) for p in sources}
+    assert {p: found for p, found in offenders.items() if found} == {}
+    assert _imported_roots(ROOT / "agents" / "providers" / "openai_api.py") & set(AI_SDKS), "the check can fail"
 
 
 def test_the_allow_list_names_real_functions():
