@@ -1,7 +1,7 @@
 """Serve the local router the way Cloud Functions serves a function: functions-framework's production server
 (gunicorn: one worker process with a pool of threads, HTTP/1.1 keep-alive, TCP_NODELAY), not werkzeug's development
 server, which starts a thread for every connection and closes each connection after one answer (measured by
-`make bench`: 0.6-2.2 ms more per request on this machine, against a 3-5 ms floor).
+`make bench`: a transition took about 2.6 ms longer on this machine, against a 5-6 ms floor).
 
     python -m tools.serve PORT      (`make run` runs it, in a process of its own; so does bench/transitions.py)
 
