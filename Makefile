@@ -3,16 +3,23 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The Firebase Auth emulator (firebase-tools, pinned in package.json + package-lock.json): development only.
+NPM_STAMP := node_modules/.installed
 
-.PHONY: run test bench lint fmt docs admin cleanup deploy-files deploy clean browser deploy-dashboard
+.PHONY: run test demo bench lint fmt docs admin cleanup deploy-files deploy clean browser deploy-dashboard
 CHROMIUM ?= /usr/bin/chromium
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-agents.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
 
-run: $(STAMP)
+$(NPM_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20+ (Debian/Ubuntu: apt-get install nodejs npm)"; exit 2; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NPM_STAMP)
+
+run: $(STAMP) $(NPM_STAMP)
 	$(PY) -m tools.run
 
 # The dashboard's browser tests drive Debian's Chromium. Installed here when missing (CI and these machines run as
@@ -22,9 +29,13 @@ browser:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "Could not install Chromium; the browser tests will fail. As root: apt-get update && apt-get install -y chromium"; }
 
-test: $(STAMP) browser
+test: $(STAMP) $(NPM_STAMP) browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# A whole build by scripted AI agents, DISCOVERY to COMPLETED, on `make run`'s stack or one of its own (< 1 min).
+demo: $(STAMP)
+	$(PY) -m tools.demo
 
 bench: $(STAMP)
 	$(PY) -m bench
@@ -56,4 +67,4 @@ deploy-dashboard:
 	infra/deploy-dashboard.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .qorch test-output
+	rm -rf $(VENV) .pytest_cache .qorch test-output node_modules

@@ -1,11 +1,18 @@
 """Transition benchmark: what one workflow change costs, against the real Firestore emulator.
 
 1. Service level, uncontended: SAMPLES transitions (DISCOVERY <-> PLANNING) through `transition_workflow`; p50/p99.
+   Twice: without usage, and with the usage of three model calls (priced from the table, one unpriced), which adds
+   the account's month document to the commit.
 2. The floor: right after each of those, the same documents read and written straight on the Firestore client, on a
    copy of the data in a second project: one `get_all` of the refs the service read, one batched commit of the very
    writes it committed, with the same `update_time` precondition. No validation, no models: what the two RPCs cost.
    The ratio service/floor (p50) says what the product adds (goal <= 1.2).
-3. HTTP level: HTTP_SAMPLES transitions through the local router over real HTTP (auth read included); p50/p99.
+3. HTTP level: HTTP_SAMPLES interleaved rounds over real HTTP, each with the key cache off and on: through the local
+   router in this process (werkzeug's development server, as the tests serve it), each followed by the floor (one
+   batched read of the key, the workflow and the Idempotency-Key record, one commit of the same writes); and through
+   the router as `make run` serves it (functions-framework's production server, as Cloud Functions does, in its own
+   process), on a new connection and on a reused one. p50/p99, the ratio of each to the floor, how much of it is the
+   endpoint itself, reads and writes per transition and what a million cost at Firestore's list prices.
 4. Contention: WORKERS threads make CONTENDED transitions on one workflow, each a toggle that re-reads on a lost race
    (the product's write: batched read, decide, precondition commit); then the textbook `@firestore.transactional`
    read-modify-write of the same documents. The transactional run is bounded by TX_BUDGET_SECONDS (workers take no
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import statistics
 import threading
@@ -110,13 +118,14 @@ class Recorder:
     def __enter__(self) -> Recorder:
         get_many, commit = self.store.get_many, self.store.commit
 
-        def recording_get_many(refs: list) -> Any:
-            self.read = [r.path for r in refs]
-            return get_many(refs)
+        def recording_get_many(keys: Any) -> Any:
+            keys = list(keys)
+            self.read = [k.path for k in keys]
+            return get_many(keys)
 
         def recording_commit(writes: Any) -> None:
             commit(writes)
-            self.ops = [(op, ref.path, data, when is not None) for op, ref, data, when in writes.ops]
+            self.ops = [(op, key.path, data, when is not None) for op, key, data, when in writes.ops]
 
         self.store.get_many, self.store.commit = recording_get_many, recording_commit
         return self
@@ -141,8 +150,15 @@ def _floor(client: Any, read: list[str], ops: list[tuple[str, str, Any, bool]]) 
 # ---- 1-3: one change at a time -----------------------------------------------------------------------------------
 
 
-def _uncontended(store: Any, floor_client: Any, owner: Any) -> None:
+# Three model calls, as a step's transition reports them: two priced by the table, one the table does not know.
+USAGE = [{"model": "claude-opus-5-5", "input_tokens": 12_000, "output_tokens": 800, "cache_read_tokens": 30_000},
+         {"model": "gpt-6-sol", "input_tokens": 900, "output_tokens": 300},
+         {"model": "my-local-llama", "input_tokens": 500, "output_tokens": 200}]
+
+
+def _uncontended(store: Any, floor_client: Any, owner: Any, usage: list[dict] | None = None) -> None:
     from shared.domain.models import TransitionRequest
+    from shared.domain.pricing import Usage
     from shared.domain.state_machine import State
     from shared.services.workflows import get_workflow, transition_workflow
     from tests.helpers import assert_event_log
@@ -157,7 +173,8 @@ def _uncontended(store: Any, floor_client: Any, owner: Any) -> None:
         for i in range(WARM_UP + SAMPLES):
             state = _other(state)
             started = time.perf_counter()
-            transition_workflow(store, owner, wf, TransitionRequest(to=state), None)
+            request = TransitionRequest(to=state, usage=Usage.model_validate(usage) if usage else None)
+            transition_workflow(store, owner, wf, request, None)
             took = time.perf_counter() - started
             floor_took = _floor(floor_client, recorder.read, recorder.ops)  # right after: the same conditions
             if i >= WARM_UP:
@@ -167,35 +184,232 @@ def _uncontended(store: Any, floor_client: Any, owner: Any) -> None:
     assert rpcs == Counter({"batch_get": WARM_UP + SAMPLES, "commit": WARM_UP + SAMPLES}), rpcs
     assert assert_event_log(store, owner.account_id, wf).version == 1 + WARM_UP + SAMPLES
     ratio = statistics.median(service) / statistics.median(floor)
-    print(f"  service transition, uncontended     {_p(service)}   RPCs each: 1 batch_get + 1 commit")
+    label = f"with usage of {len(usage)} calls" if usage else "uncontended"
+    print(f"  service transition, {label:15s} {_p(service)}   RPCs each: 1 batch_get + 1 commit")
     print(f"  floor (bare get_all + batch commit) {_p(floor)}   "
           f"the same {len(recorder.read)} read / {len(recorder.ops)} written documents, same precondition")
     print(f"  ratio service/floor at p50: {ratio:.2f}   (goal <= {GOAL}: {'met' if ratio <= GOAL else 'NOT met'})")
 
 
-def _http(store: Any, owner: Any, key: str) -> None:
-    from shared.adapters.firestore import use_store
+def _set_key_cache(seconds: float) -> None:
+    from shared.runtime.config import config
+
+    os.environ["QORCH_KEY_CACHE_SECONDS"] = str(seconds)
+    config.cache_clear()
+
+
+CACHE_SECONDS = {"off": 0, "on": 5}
+
+
+class ProductionServer:
+    """The router as `make run` serves it, in a process of its own: functions-framework's production server
+    (gunicorn), as Cloud Functions serves a function (tools/serve.py), against the same emulator and project, with
+    the key cache as given; a client on a new connection per request, or on one connection it keeps (as SDKs and
+    agents do)."""
+
+    def __init__(self, project: str, cache_seconds: float) -> None:
+        import socket
+        import subprocess
+
+        from tools import serve
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        import tempfile
+
+        env = {**os.environ, "GOOGLE_CLOUD_PROJECT": project, "QORCH_KEY_CACHE_SECONDS": str(cache_seconds)}
+        self.log = tempfile.TemporaryFile(mode="w+")  # its request log lines: each says the endpoint's own latency
+        self.process = serve.start(self.port, env, stdout=self.log, stderr=subprocess.DEVNULL)
+        self.kept: Any = None
+        deadline = time.monotonic() + 120
+        while True:  # ready when it answers
+            try:
+                if self.request("GET", "/v1/state-machine", {}, None, reuse=False)[0] == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError("the production server (tools/serve.py) did not start")
+            time.sleep(0.2)
+
+    def request(self, method: str, path: str, headers: dict[str, str], body: Any, *, reuse: bool) -> tuple[int, Any]:
+        import http.client
+        import json
+
+        data = json.dumps(body).encode() if body is not None else None
+        if reuse and self.kept is not None:
+            try:
+                return self._exchange(self.kept, method, path, headers, data)
+            except (http.client.RemoteDisconnected, ConnectionError):
+                # Closed by the server while idle (gunicorn keeps an idle connection 2 s; a round takes a fraction
+                # of that): the request never reached it, so it is sent again on a new connection (Idempotency-Key).
+                self.kept.close()
+                self.kept = None
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            answer = self._exchange(conn, method, path, headers, data)
+        except BaseException:
+            conn.close()
+            raise
+        if reuse:
+            self.kept = conn  # kept open for the next request
+        else:
+            conn.close()
+        return answer
+
+    @staticmethod
+    def _exchange(conn: Any, method: str, path: str, headers: dict[str, str], data: bytes | None) -> tuple[int, Any]:
+        import json
+
+        conn.request(method, path, body=data, headers={**headers, "Content-Type": "application/json"})
+        r = conn.getresponse()
+        text = r.read()
+        return r.status, json.loads(text) if text else None
+
+    def stop(self) -> None:
+        if self.kept is not None:
+            self.kept.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except Exception:
+            self.process.kill()
+
+    def transition_latencies(self) -> list[float]:
+        """The endpoint's own `latency_ms` of each transition it served, in order (from its log lines), in s."""
+        self.log.seek(0)
+        return _transition_latencies(self.log.read())
+
+
+def _transition_latencies(log: str) -> list[float]:
+    lines = (json.loads(line) for line in log.splitlines() if line.startswith("{"))
+    return [line["latency_ms"] / 1000 for line in lines if line.get("function") == "transition_workflow"]
+
+
+def _http(run_id: str) -> None:
+    """HTTP transitions against the floor, with the key cache off and on, in interleaved rounds so drift on this
+    shared machine hits every kind alike. A round makes six transitions, in an order that rotates from round to
+    round: through the router in this process (werkzeug's development server, as the tests serve it: a new thread
+    and connection each, it closes every connection), cache off and on, each followed by its floor (the requests'
+    RPCs and documents are counted here); and through the router as `make run` serves it (functions-framework's
+    production server, as Cloud Functions does; its own process), cache off and on, on a new connection and on a
+    reused one. The floor is what the issue names: one batched read of the key, the workflow and the
+    Idempotency-Key record, and one commit of the very writes the request committed, straight on the client."""
+    from google.cloud import firestore
+
+    from shared.adapters.firestore import Store, use_store
     from shared.domain.state_machine import State
+    from shared.runtime.config import config
+    from shared.services.auth import forget_all, hash_key
+    from tests.helpers import assert_event_log
     from tests.live import LiveServer
     from tools.router import create_app
 
+    project = f"bench-http-{run_id}"
+    store = Store(firestore.Client(project=project))
+    floor_client = firestore.Client(project=f"bench-http-floor-{run_id}")
+    owner, key = _tenant(store)
     wf = _new_workflow(store, owner)
+    _copy_project(store.client, floor_client)
+    key_path = store.api_key(hash_key(key)).path
+    previous = os.environ.get("QORCH_KEY_CACHE_SECONDS")
+    production = {mode: ProductionServer(project, seconds) for mode, seconds in CACHE_SECONDS.items()}
     use_store(store)
+    forget_all()
+    kinds = ["dev-off", "dev-on", "prod-off", "prod-on", "kept-off", "kept-on"]
+    samples: dict[str, list[float]] = {kind: [] for kind in [*kinds, "floor"]}
+    # The endpoint's own time (from entry to its answer: auth, parsing, the service with its two round trips, JSON),
+    # as its log line says: what is left of a sample is the HTTP server, functions-framework, Flask and the client.
+    endpoint: dict[str, list[float]] = {kind: [] for kind in kinds}
+    sent: dict[str, list[str]] = {mode: [] for mode in CACHE_SECONDS}  # the kinds each production server served
+    log = io.StringIO()
+    rpcs = {"off": Counter(), "on": Counter()}
+    documents = {"off": Counter(), "on": Counter()}
     state = State.DISCOVERY
-    samples: list[float] = []
+    transitions = 0
+    path = f"/v1/workflows/{wf}/transitions"
     try:
-        with contextlib.redirect_stdout(io.StringIO()), LiveServer(create_app()) as server:  # one log line each
-            for i in range(WARM_UP + HTTP_SAMPLES):
-                state = _other(state)
-                started = time.perf_counter()
-                r = server.request("POST", f"/v1/workflows/{wf}/transitions", key=key, body={"to": state.value})
-                took = time.perf_counter() - started
-                assert r.status == 200, r.body
-                if i >= WARM_UP:
-                    samples.append(took)
+        with contextlib.redirect_stdout(log), LiveServer(create_app()) as server:  # one log line each
+            assert server.request("GET", "/v1/account", key=key).status == 200  # its hourly last-used write: now
+            with Recorder(store) as recorder:
+                for i in range(WARM_UP + HTTP_SAMPLES):
+                    for kind in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
+                        where, mode = kind.split("-")
+                        state = _other(state)
+                        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex}
+                        if where == "dev":
+                            _set_key_cache(CACHE_SECONDS[mode])
+                            rpcs_before, docs_before = Counter(store.rpcs), Counter(store.documents)
+                            started = time.perf_counter()
+                            r = server.request("POST", path, key=key, body={"to": state.value},
+                                               headers={"Idempotency-Key": headers["Idempotency-Key"]})
+                            took = time.perf_counter() - started
+                            assert r.status == 200, r.body
+                            spent, used = Counter(store.rpcs) - rpcs_before, Counter(store.documents) - docs_before
+                            floor_took = _floor(floor_client, [key_path, *recorder.read], recorder.ops)
+                            [own] = _transition_latencies(log.getvalue())
+                            log.seek(0)
+                            log.truncate()
+                        else:
+                            reuse = where == "kept"
+                            if reuse and production[mode].kept is None:  # connect outside the timed request
+                                production[mode].request("GET", "/v1/state-machine", {}, None, reuse=True)
+                            started = time.perf_counter()
+                            status, body = production[mode].request("POST", path, headers, {"to": state.value},
+                                                                    reuse=reuse)
+                            took = time.perf_counter() - started
+                            assert status == 200, body
+                            sent[mode].append(kind if i >= WARM_UP else "")
+                        transitions += 1
+                        if i >= WARM_UP:
+                            samples[kind].append(took)
+                            if where == "dev":
+                                endpoint[kind].append(own)
+                                samples["floor"].append(floor_took)
+                                rpcs[mode] += spent
+                                documents[mode] += used
     finally:
+        for mode, server_process in production.items():
+            server_process.stop()
+            for kind, own in zip(sent[mode], server_process.transition_latencies(), strict=True):
+                if kind:
+                    endpoint[kind].append(own)
         use_store(None)
-    print(f"  HTTP transition via local router    {_p(samples)}   (a new connection each, auth read included)")
+        forget_all()
+        if previous is None:
+            os.environ.pop("QORCH_KEY_CACHE_SECONDS", None)
+        else:
+            os.environ["QORCH_KEY_CACHE_SECONDS"] = previous
+        config.cache_clear()
+    assert assert_event_log(store, owner.account_id, wf).version == 1 + transitions
+    floor = statistics.median(samples["floor"])
+    n = HTTP_SAMPLES
+    print(f"  HTTP transition vs the floor, {n} interleaved rounds of six transitions (Idempotency-Key sent)")
+    print(f"    floor (get_all of key+workflow+record, one commit) {_p(samples['floor'])}")
+    labels = {"dev": "the router in this process (werkzeug's development server, the tests'), new connection",
+              "prod": "make run's router (functions-framework's production server, tools/serve.py), new connection",
+              "kept": "make run's router, reused connection (as SDKs and agents keep theirs)"}
+    for where, label in labels.items():
+        print(f"    {label}")
+        for mode in CACHE_SECONDS:
+            took, own = samples[f"{where}-{mode}"], endpoint[f"{where}-{mode}"]
+            ratio = statistics.median(took) / floor
+            print(f"      key cache {mode:<3} ({CACHE_SECONDS[mode]} s) {_p(took)}   ratio to the floor at p50: "
+                  f"{ratio:.2f}")
+            print(f"        of which the endpoint itself (its log line's latency_ms): p50 "
+                  f"{1000 * statistics.median(own):6.2f} ms, {statistics.median(own) / floor:.2f}x the floor; "
+                  f"the rest (HTTP server, functions-framework, Flask, client) "
+                  f"{1000 * (statistics.median(took) - statistics.median(own)):.2f} ms")
+    for mode in CACHE_SECONDS:
+        per = {k: v / n for k, v in rpcs[mode].items()}
+        reads, writes = documents[mode]["read"] / n, documents[mode]["written"] / n
+        cost = (reads * 0.06 + writes * 0.18) * 1_000_000 / 100_000
+        print(f"    key cache {mode}, per transition (counted in this process): RPCs "
+              f"{', '.join(f'{k} {v:.2f}' for k, v in sorted(per.items()))}; documents read {reads:.2f}, written "
+              f"{writes:.2f}; a million transitions: ${cost:.2f} at Firestore list prices (Step Functions Standard: "
+              "$25.00)")
 
 
 # ---- 4: contention -----------------------------------------------------------------------------------------------
@@ -332,10 +546,11 @@ def _run() -> None:
     run_id = uuid.uuid4().hex[:8]
     store = Store(firestore.Client(project=f"bench-transitions-{run_id}"))
     floor_client = firestore.Client(project=f"bench-floor-{run_id}")
-    owner, key = _tenant(store)
+    owner, _ = _tenant(store)
     print("transition benchmark (Firestore emulator on this machine; wall-clock, for comparison between runs)")
     _uncontended(store, floor_client, owner)
-    _http(store, owner, key)
+    _uncontended(store, floor_client, owner, USAGE)
+    _http(run_id)
     _contention(store, owner)
 
 

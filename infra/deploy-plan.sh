@@ -27,19 +27,19 @@ plan_secret_functions() {
   case "$1" in
     qorch-stripe-api-key) echo create_checkout_session create_portal_session ;;
     qorch-stripe-webhook-secret) echo stripe_webhook ;;
-    qorch-s3-access-key-id) echo create_artifact complete_artifact get_artifact list_artifacts cleanup ;;
-    qorch-s3-secret-access-key) echo create_artifact complete_artifact get_artifact list_artifacts cleanup ;;
+    qorch-s3-access-key-id) echo get_workflow_context create_artifact complete_artifact get_artifact list_artifacts list_agent_tools cleanup ;;
+    qorch-s3-secret-access-key) echo get_workflow_context create_artifact complete_artifact get_artifact list_artifacts list_agent_tools cleanup ;;
     *) echo "no secret named $1 (see plan_secrets)" >&2; return 2 ;;
   esac
 }
 
 # Plain configuration every function receives (values from the deployer's environment).
-PLAN_ENVIRONMENT=(QORCH_S3_BUCKET QORCH_S3_REGION QORCH_S3_ENDPOINT_URL QORCH_S3_ADDRESSING_STYLE QORCH_CHECKOUT_SUCCESS_URL QORCH_CHECKOUT_CANCEL_URL QORCH_PORTAL_RETURN_URL QORCH_BILLING_GRACE_DAYS QORCH_CORS_ORIGINS QORCH_STRIPE_PRICE_PRO QORCH_STRIPE_PRICE_STARTER)
+PLAN_ENVIRONMENT=(QORCH_S3_BUCKET QORCH_S3_REGION QORCH_S3_ENDPOINT_URL QORCH_S3_ADDRESSING_STYLE QORCH_CHECKOUT_SUCCESS_URL QORCH_CHECKOUT_CANCEL_URL QORCH_PORTAL_RETURN_URL QORCH_BILLING_GRACE_DAYS QORCH_CORS_ORIGINS QORCH_FIREBASE_PROJECT QORCH_FIREBASE_CERTS_URL QORCH_KEY_CACHE_SECONDS QORCH_STRIPE_PRICE_PRO QORCH_STRIPE_PRICE_STARTER)
 
 # Functions: name, trigger (http | topic:TOPIC), runtime account, memory MB, cpu, timeout s,
 # concurrency, min and max instances, then the secrets (ENV=secret) it may read. Everything else
 # about a function is in deploy_function (infra/deploy.sh).
-PLAN_FUNCTIONS=(create_workflow list_workflows get_workflow transition_workflow rollback_workflow list_workflow_events claim_handoff heartbeat_handoff release_handoff list_handoffs create_artifact complete_artifact get_artifact list_artifacts get_account create_checkout_session create_portal_session stripe_webhook describe_state_machine get_openapi cors_preflight cleanup)
+PLAN_FUNCTIONS=(create_workflow list_workflows get_workflow update_workflow transition_workflow rollback_workflow list_workflow_events get_workflow_context claim_handoff heartbeat_handoff release_handoff list_handoffs create_artifact complete_artifact get_artifact list_artifacts get_account create_checkout_session create_portal_session get_me create_account list_members invite_member accept_invitation update_member remove_member create_key list_keys revoke_key stripe_webhook describe_state_machine get_openapi list_agent_tools cors_preflight cleanup)
 plan_function() {
   case "$1" in
     create_workflow)  # POST /v1/workflows
@@ -48,12 +48,16 @@ plan_function() {
       deploy_function list_workflows http qorch-functions 512 1 60 40 0 20 '' ;;
     get_workflow)  # GET /v1/workflows/{workflow_id}
       deploy_function get_workflow http qorch-functions 512 1 60 40 0 20 '' ;;
+    update_workflow)  # PATCH /v1/workflows/{workflow_id}
+      deploy_function update_workflow http qorch-functions 512 1 60 40 0 20 '' ;;
     transition_workflow)  # POST /v1/workflows/{workflow_id}/transitions
       deploy_function transition_workflow http qorch-functions 512 1 60 40 0 20 '' ;;
     rollback_workflow)  # POST /v1/workflows/{workflow_id}/rollback
       deploy_function rollback_workflow http qorch-functions 512 1 60 40 0 20 '' ;;
     list_workflow_events)  # GET /v1/workflows/{workflow_id}/events
       deploy_function list_workflow_events http qorch-functions 512 1 60 40 0 20 '' ;;
+    get_workflow_context)  # GET /v1/workflows/{workflow_id}/context
+      deploy_function get_workflow_context http qorch-objects 512 1 60 40 0 20 'QORCH_S3_ACCESS_KEY_ID=qorch-s3-access-key-id:latest,QORCH_S3_SECRET_ACCESS_KEY=qorch-s3-secret-access-key:latest' ;;
     claim_handoff)  # POST /v1/handoffs/claim
       deploy_function claim_handoff http qorch-functions 512 1 60 80 0 40 '' ;;
     heartbeat_handoff)  # POST /v1/workflows/{workflow_id}/handoffs/{handoff_id}/heartbeat
@@ -76,12 +80,34 @@ plan_function() {
       deploy_function create_checkout_session http qorch-billing 512 1 60 40 0 20 'STRIPE_API_KEY=qorch-stripe-api-key:latest' ;;
     create_portal_session)  # POST /v1/billing/portal-session
       deploy_function create_portal_session http qorch-billing 512 1 60 40 0 20 'STRIPE_API_KEY=qorch-stripe-api-key:latest' ;;
+    get_me)  # GET /v1/me
+      deploy_function get_me http qorch-functions 512 1 60 40 0 20 '' ;;
+    create_account)  # POST /v1/accounts
+      deploy_function create_account http qorch-functions 512 1 60 40 0 20 '' ;;
+    list_members)  # GET /v1/members
+      deploy_function list_members http qorch-functions 512 1 60 40 0 20 '' ;;
+    invite_member)  # POST /v1/members
+      deploy_function invite_member http qorch-functions 512 1 60 40 0 20 '' ;;
+    accept_invitation)  # POST /v1/members/accept
+      deploy_function accept_invitation http qorch-functions 512 1 60 40 0 20 '' ;;
+    update_member)  # PATCH /v1/members/{member_id}
+      deploy_function update_member http qorch-functions 512 1 60 40 0 20 '' ;;
+    remove_member)  # DELETE /v1/members/{member_id}
+      deploy_function remove_member http qorch-functions 512 1 60 40 0 20 '' ;;
+    create_key)  # POST /v1/keys
+      deploy_function create_key http qorch-functions 512 1 60 40 0 20 '' ;;
+    list_keys)  # GET /v1/keys
+      deploy_function list_keys http qorch-functions 512 1 60 40 0 20 '' ;;
+    revoke_key)  # DELETE /v1/keys/{key_id}
+      deploy_function revoke_key http qorch-functions 512 1 60 40 0 20 '' ;;
     stripe_webhook)  # POST /v1/stripe/webhook
       deploy_function stripe_webhook http qorch-webhook 512 1 60 40 0 20 'STRIPE_WEBHOOK_SECRET=qorch-stripe-webhook-secret:latest' ;;
     describe_state_machine)  # GET /v1/state-machine
       deploy_function describe_state_machine http qorch-functions 512 1 60 40 0 20 '' ;;
     get_openapi)  # GET /v1/openapi.json
       deploy_function get_openapi http qorch-functions 512 1 60 40 0 20 '' ;;
+    list_agent_tools)  # GET /v1/agent-tools
+      deploy_function list_agent_tools http qorch-objects 512 1 60 40 0 20 'QORCH_S3_ACCESS_KEY_ID=qorch-s3-access-key-id:latest,QORCH_S3_SECRET_ACCESS_KEY=qorch-s3-secret-access-key:latest' ;;
     cors_preflight)  # OPTIONS of every /v1 path, behind the gateway
       deploy_function cors_preflight http qorch-functions 512 1 10 80 0 20 '' ;;
     cleanup)  # schedule */15 * * * *
@@ -113,6 +139,7 @@ plan_firestore() {
   ensure_field events note '{"indexes":[]}' no-ttl
   ensure_field events reason '{"indexes":[]}' no-ttl
   ensure_field events at '{"indexes":[]}' no-ttl
+  ensure_field invitations email '{"indexes":[{"queryScope":"COLLECTION","fields":[{"fieldPath":"email","order":"ASCENDING"}]},{"queryScope":"COLLECTION_GROUP","fields":[{"fieldPath":"email","order":"ASCENDING"}]}]}' no-ttl
   ensure_field idempotency body '{"indexes":[]}' no-ttl
   ensure_field idempotency request_hash '{"indexes":[]}' no-ttl
   ensure_field idempotency created_at '{"indexes":[]}' no-ttl

@@ -24,17 +24,18 @@ class Agent:
             assert r.status == expect, r.body
         return r
 
-    def heartbeat(self, workflow_id: str, handoff_id: str, **fields: Any) -> Response:
+    def heartbeat(self, workflow_id: str, handoff_id: str, *, headers: dict[str, str] | None = None,
+                  **fields: Any) -> Response:
         return self.api.post(f"/v1/workflows/{workflow_id}/handoffs/{handoff_id}/heartbeat",
+                             {"agent_id": self.agent_id, **fields}, self.key, headers=headers)
+
+    def release(self, workflow_id: str, handoff_id: str, **fields: Any) -> Response:
+        return self.api.post(f"/v1/workflows/{workflow_id}/handoffs/{handoff_id}/release",
                              {"agent_id": self.agent_id, **fields}, self.key)
 
-    def release(self, workflow_id: str, handoff_id: str) -> Response:
-        return self.api.post(f"/v1/workflows/{workflow_id}/handoffs/{handoff_id}/release",
-                             {"agent_id": self.agent_id}, self.key)
-
-    def move(self, workflow_id: str, to: str, **fields: Any) -> Response:
+    def move(self, workflow_id: str, to: str, *, headers: dict[str, str] | None = None, **fields: Any) -> Response:
         return self.api.post(f"/v1/workflows/{workflow_id}/transitions",
-                             {"to": to, "agent_id": self.agent_id, **fields}, self.key)
+                             {"to": to, "agent_id": self.agent_id, **fields}, self.key, headers=headers)
 
     def upload(self, workflow_id: str, name: str, data: bytes, content_type: str = "text/markdown") -> dict:
         """Declare, PUT the bytes to the presigned URL, complete: the AVAILABLE artifact."""

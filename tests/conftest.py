@@ -30,14 +30,25 @@ def emulator() -> Iterator[Emulator]:
     # The emulator answers its health check before its first gRPC call is fast (class loading, JIT): one write and
     # one read with a generous deadline here, so the first test's 3 s store deadline measures the product, not that.
     warm = firestore.Client(project="warm-up").collection("warm").document("up")
-    warm.set({"at": 1}, timeout=60)
-    warm.get(timeout=60)
+    warm.set({"at": 1}, timeout=120)
+    warm.get(timeout=120)
     yield emu
     emu.stop()
     if previous is None:
         os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
     else:
         os.environ["FIRESTORE_EMULATOR_HOST"] = previous
+
+
+@pytest.fixture(autouse=True)
+def _credential_caches() -> Iterator[None]:
+    """Each test starts with this process's key and membership caches empty (they are per instance, like the
+    process a test stands for)."""
+    from shared.services import auth
+
+    auth.forget_all()
+    yield
+    auth.forget_all()
 
 
 @pytest.fixture

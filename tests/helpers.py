@@ -10,9 +10,11 @@ from typing import Any
 
 from shared.adapters.firestore import Collection, Key, Store
 from shared.domain import workflow as domain
-from shared.domain.models import Event, Workflow
-from shared.domain.state_machine import AGENT_ROLES, Role
-from shared.services import accounts
+from shared.domain.models import Event, EventType, Handoff, Workflow
+from shared.domain.pricing import Tally
+from shared.domain.state_machine import AGENT_ROLES, Role, role_of
+from shared.runtime.config import config
+from shared.services import accounts, auth
 
 
 @dataclass
@@ -50,10 +52,13 @@ class Api:
 
     def request(self, method: str, path: str, *, key: str | None = None, body: Any = None,
                 data: bytes | str | None = None, headers: dict[str, str] | None = None,
-                query: dict[str, Any] | None = None) -> Response:
+                query: dict[str, Any] | None = None, account: str | None = None) -> Response:
+        """`key`: an API key or a person's ID token; `account`: the X-Qorch-Account header."""
         hdrs = dict(headers or {})
         if key:
             hdrs["Authorization"] = f"Bearer {key}"
+        if account:
+            hdrs["X-Qorch-Account"] = account
         if body is not None:
             data = json.dumps(body)
             hdrs.setdefault("Content-Type", "application/json")
@@ -72,6 +77,12 @@ class Api:
     def post(self, path: str, body: Any = None, key: str | None = None, **kw: Any) -> Response:
         return self.request("POST", path, key=key, body=body, **kw)
 
+    def patch(self, path: str, body: Any = None, key: str | None = None, **kw: Any) -> Response:
+        return self.request("PATCH", path, key=key, body=body, **kw)
+
+    def delete(self, path: str, key: str | None = None, **kw: Any) -> Response:
+        return self.request("DELETE", path, key=key, **kw)
+
     # ---- workflow shortcuts -------------------------------------------------------------------------------
 
     def create(self, tenant: Tenant, **fields: Any) -> dict:
@@ -88,6 +99,17 @@ class Api:
         r = self.post(f"/v1/workflows/{wid}/transitions", {"to": to, **fields}, key)
         assert r.status == expect, r.body
         return r
+
+
+def cold_instance() -> None:
+    """As if the next call reached a fresh instance: its key (or person) is read again, not taken from the cache."""
+    auth.forget_all()
+
+
+def used(api: Api, key: str) -> None:
+    """One call with `key`, so that its last-used time (written at most once an hour) is already written and later
+    RPC counts are exact."""
+    assert api.get("/v1/account", key).status == 200
 
 
 def ref(store: Store, key: Key) -> Any:
@@ -111,12 +133,42 @@ def stored_events(store: Store, account_id: str, workflow_id: str) -> list[Event
 
 
 def assert_event_log(store: Store, account_id: str, workflow_id: str) -> Workflow:
-    """The three invariants: events == version, seq is 1..version without gaps, replay reproduces the workflow."""
+    """The three invariants: events == version, seq is 1..version without gaps, replay reproduces the workflow.
+    And what the log says of the rest: each field an UPDATED event changed has the value its last change left, each
+    change starting from the one before; the usage of the events plus what the open hand-off holds for its next
+    event is the workflow's totals, overall and per role; a playbook version is that of the role acted in."""
     workflow = stored_workflow(store, account_id, workflow_id)
     events = stored_events(store, account_id, workflow_id)
     assert len(events) == workflow.version
     assert [e.seq for e in events] == list(range(1, workflow.version + 1))
     assert domain.replay(events) == (workflow.state, workflow.role, workflow.retry_count)
+
+    last: dict[str, Any] = {}
+    used, by_role = Tally(), {}
+    for event in events:
+        if event.type is EventType.UPDATED:
+            assert event.from_state == event.to_state and event.changes, event
+            for name, change in event.changes.items():
+                assert change.before != change.after and last.get(name, change.before) == change.before, event
+                last[name] = change.after
+        else:
+            assert event.changes is None, event
+        if event.usage is not None:
+            assert event.usage.role is role_of(event.from_state), event
+            tally = Tally.of_view(event.usage.total)
+            assert tally == Tally.of(event.usage.calls) + Tally.of_view(event.usage.heartbeats), event
+            used, by_role[event.usage.role.value] = used + tally, by_role.get(event.usage.role.value, Tally()) + tally
+        if event.playbook_version is not None:
+            assert event.playbook_version == config().playbooks.for_role(role_of(event.from_state)).version, event
+    assert {name: getattr(workflow, name) for name in last} == last
+    current = workflow.current_handoff
+    if current is not None and current.usage is not None:
+        handoff = Handoff.model_validate(ref(store, store.handoff(account_id, current.id)).get().to_dict())
+        assert handoff.usage == current.usage and workflow.role is handoff.to_role
+        pending = Tally.of_view(current.usage)
+        used, by_role[handoff.to_role.value] = used + pending, by_role.get(handoff.to_role.value, Tally()) + pending
+    assert workflow.usage.total == used
+    assert {r: t for r, t in workflow.usage.by_role.items() if t} == {r: t for r, t in by_role.items() if t}
     return workflow
 
 
@@ -135,7 +187,9 @@ def count_documents(store: Store) -> int:
 
 
 def snapshot_all(store: Store) -> dict[str, dict]:
-    """Path → data of every document in the project."""
+    """Path → data of every document in the project. Except an API key's `last_used_at`: bookkeeping of the calls
+    themselves, written after a successful call at most once an hour (that a refused call does not write it is
+    tests/test_keys_api.py's business)."""
     out: dict[str, dict] = {}
 
     def walk(collections: Any) -> None:
@@ -143,7 +197,10 @@ def snapshot_all(store: Store) -> dict[str, dict]:
             for doc in col.list_documents():
                 snap = doc.get()
                 if snap.exists:
-                    out[doc.path] = snap.to_dict()
+                    data = snap.to_dict()
+                    if col.id == "api_keys":
+                        data.pop("last_used_at", None)
+                    out[doc.path] = data
                 walk(doc.collections())
 
     walk(store.client.collections())

@@ -47,3 +47,16 @@ def test_refusals(api, capsys):
     assert code == 0
     assert run(capsys, "create-key", json.loads(out)["id"], "--roles", "CUSTOMER")[0] == 1  # not a key role
     assert run(capsys, "revoke-key", "key_nope")[0] == 1
+
+
+def test_an_operator_adds_a_person_to_an_account(api, capsys):
+    code, out, _ = run(capsys, "create-account", "--name", "Acme")
+    account = json.loads(out)["id"]
+    code, out, _ = run(capsys, "add-member", account, "--uid", "u-1", "--email", "Ann@Example.com", "--roles", "owner")
+    assert code == 0
+    member = json.loads(out)
+    assert (member["uid"], member["email"], member["roles"], member["invited_by"]) == (
+        "u-1", "ann@example.com", ["OWNER"], "system:admin")
+    assert run(capsys, "add-member", account, "--uid", "u-1", "--email", "a@b.c", "--roles", "VIEWER")[0] == 1
+    assert run(capsys, "add-member", account, "--uid", "u-2", "--email", "a@b.c", "--roles", "VIEWER,OWNER")[0] == 1
+    assert run(capsys, "add-member", "acct_nope", "--uid", "u-3", "--email", "a@b.c", "--roles", "VIEWER")[0] == 1

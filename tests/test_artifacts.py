@@ -15,7 +15,7 @@ import pytest
 
 from shared.domain.state_machine import Role
 from tests.agents import Agent, get, get_status, put
-from tests.helpers import assert_refused, snapshot_all
+from tests.helpers import assert_refused, cold_instance, snapshot_all
 
 pytestmark = pytest.mark.usefixtures("s3")
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,6 +175,7 @@ def test_attached_artifacts_travel_with_the_handoff(api, tenant):
     assert r.status == 200, r.body
     assert r.body["event"]["artifacts"] == [notes["id"]]
     plan = q.upload(wf["id"], "plan.md", b"the plan")
+    cold_instance()
     api.store.rpcs.clear()
     r = q.move(wf["id"], "DESIGN", artifacts=[plan["id"]])
     assert r.status == 200, r.body

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.runtime import clock
 from shared.runtime.config import config
 from tests import billing_support
 from tests.billing_support import (
@@ -22,7 +23,7 @@ from tests.billing_support import (
     uid,
     unconfigure,
 )
-from tests.helpers import raw, ref, snapshot_all, together
+from tests.helpers import cold_instance, raw, ref, snapshot_all, together, used
 
 billing_env = billing_support.billing_env  # fixture
 CHECKOUT = "/v1/billing/checkout-session"
@@ -216,11 +217,14 @@ def test_get_account_of_an_operator_granted_account(api, tenant):
         "entitlement": {"entitled": True, "status": "granted",
                         "reason": "Granted by an operator; no Stripe subscription.", "grace_until": None,
                         "subscription_id": None, "current_period_end": None, "cancel_at_period_end": False},
-        "limits": dev.limits(), "usage": {"active_workflows": 0},
+        "limits": dev.limits(),
+        "usage": {"active_workflows": 0, "this_month": {
+            "month": clock.now().strftime("%Y-%m"), "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0,
+            "cost_usd": 0.0, "unpriced_calls": 0}},
     }
     api.create(tenant)
     agent_view = api.get("/v1/account", tenant.key_for(next(iter(tenant.agents)))).body
-    assert agent_view["usage"] == {"active_workflows": 1}
+    assert agent_view["usage"]["active_workflows"] == 1
 
 
 def test_get_account_of_a_subscriber(api, billing_env):
@@ -230,9 +234,10 @@ def test_get_account_of_a_subscriber(api, billing_env):
     body = api.get("/v1/account", tenant.owner).body
     assert body["plan"] == "starter" and body["limits"] == config().plans.get("starter").limits()
     assert body["entitlement"]["entitled"] and body["entitlement"]["subscription_id"] == sub
+    cold_instance()
     api.store.rpcs.clear()
     api.get("/v1/account", tenant.owner)
-    assert dict(api.store.rpcs) == {"get": 2}  # the key, the account
+    assert dict(api.store.rpcs) == {"get": 1, "batch_get": 1}  # the key; the account with this month's usage
 
 
 # ---- the gate on POST /v1/workflows ------------------------------------------------------------------------------
@@ -241,6 +246,8 @@ def test_get_account_of_a_subscriber(api, billing_env):
 def test_creating_a_workflow_is_one_batched_read_and_one_commit(api, billing_env):
     tenant = customer_tenant(api)
     subscribe(api, tenant)
+    used(api, tenant.owner)
+    cold_instance()
     api.store.rpcs.clear()
     assert api.post("/v1/workflows", {"title": "x"}, tenant.owner).status == 201
     assert api.store.rpcs["batch_get"] == 1 and api.store.rpcs["commit"] == 1

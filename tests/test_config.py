@@ -60,6 +60,9 @@ def test_make_run_prints_the_message_and_starts_nothing():
     ("QORCH_BILLING_GRACE_DAYS", "-1"), ("STRIPE_MAX_NETWORK_RETRIES", "two"), ("STRIPE_API_BASE", "localhost"),
     ("QORCH_CHECKOUT_SUCCESS_URL", "/done"), ("QORCH_S3_ADDRESSING_STYLE", "sideways"),
     ("QORCH_S3_SIGN_CHECKSUM", "maybe"), ("QORCH_S3_ENDPOINT_URL", "minio:9000"),
+    ("QORCH_KEY_CACHE_SECONDS", "-1"), ("QORCH_KEY_CACHE_SECONDS", "soon"), ("QORCH_KEY_CACHE_SECONDS", "3601"),
+    ("QORCH_FIREBASE_PROJECT", "My Project"), ("QORCH_FIREBASE_CERTS_URL", "certs.example.com"),
+    ("FIREBASE_AUTH_EMULATOR_HOST", "localhost"),
 ])
 def test_each_bad_value_is_named(fresh, variable, value):
     fresh.setenv(variable, value)
@@ -89,6 +92,8 @@ def test_defaults_blanks_and_secrets(fresh):
     settings = load()
     assert settings.store_timeout_seconds == 10 and settings.key_env == "dev" and settings.project == "qorch-local"
     assert settings.portal_return_url is None and settings.s3_addressing_style == "auto" and settings.s3_sign_checksum
+    assert settings.key_cache_seconds == 5 and settings.firebase_project == "qorch-local"
+    assert settings.firebase_certs_url.startswith("https://www.googleapis.com/") and settings.auth_emulator_host is None
     assert settings.stripe_api_key is not None and settings.stripe_api_key.get_secret_value() == "sk_test_x"
     assert "sk_test_x" not in repr(settings)
     fresh.setenv("K_SERVICE", "transition-workflow")  # on Cloud Functions new keys are live ones

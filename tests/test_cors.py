@@ -27,7 +27,8 @@ PATHS = sorted({r.path for r in ROUTES})
 
 
 def concrete(path: str) -> str:
-    return path.replace("{workflow_id}", "wf_1").replace("{handoff_id}", "ho_1").replace("{artifact_id}", "art_1")
+    return (path.replace("{workflow_id}", "wf_1").replace("{handoff_id}", "ho_1").replace("{artifact_id}", "art_1")
+            .replace("{key_id}", "key_1").replace("{member_id}", "mem_1"))
 
 
 def preflight_headers(origin: str | None, method: str = "POST") -> dict[str, str]:
@@ -234,3 +235,12 @@ def test_cors_preflight_starts_without_the_store_client():
                           env={**os.environ, "QORCH_CORS_ORIGINS": ALLOWED})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_literal_segment_beats_a_parameter(origins, app, store):
+    """/v1/members/accept also fits /v1/members/{member_id}: like API Gateway, the literal path alone serves it."""
+    assert cors.methods_for("/v1/members/accept") == ["POST"]
+    assert cors.methods_for("/v1/members/mem_1") == ["DELETE", "PATCH"]
+    r = app.test_client().patch("/v1/members/accept", json={"roles": ["VIEWER"]})
+    assert r.status_code == 405 and r.headers["Allow"] == "POST", (r.status_code, r.data[:200])
+    assert store.rpcs == {}

@@ -85,8 +85,7 @@ def test_every_v1_operation_maps_to_one_deployed_http_function_through_the_gatew
         assert backend["address"] == backend["jwt_audience"] == f"@URL:{function}@"
         assert backend["path_translation"] == "APPEND_PATH_TO_ADDRESS"
         # the function still recognises its path behind the gateway (it may see its own name first)
-        concrete = path.replace("{workflow_id}", "wf_1").replace("{handoff_id}", "ho_1").replace(
-            "{artifact_id}", "art_1")
+        concrete = re.sub(r"\{(\w+)\}", r"\1_1", path)
         route = next(r for r in ROUTES if r.function == function)
         assert route.match(concrete) is not None and route.match(f"/{function}{concrete}") is not None
         assert {p["name"] for p in op.get("parameters", [])} == set(route.params)
@@ -116,8 +115,7 @@ def test_each_http_entry_point_serves_its_route_through_functions_framework(rout
     the product's own answer (200 for public routes, else a problem), not a framework error."""
     app = functions_framework.create_app(target=route.function, source=str(ROOT / "main.py"),
                                          signature_type="http")
-    path = route.path.replace("{workflow_id}", "wf_1").replace("{handoff_id}", "ho_1").replace(
-        "{artifact_id}", "art_1")
+    path = re.sub(r"\{(\w+)\}", r"\1_1", route.path)
     r = app.test_client().open(path, method=route.method, headers={"Content-Type": "application/json"},
                                data=b"" if route.method == "GET" else b"{}")
     if route.authenticated:

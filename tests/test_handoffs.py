@@ -10,7 +10,7 @@ import pytest
 from shared.domain.state_machine import Role
 from shared.services import accounts
 from tests.agents import Agent
-from tests.helpers import assert_event_log, assert_refused, snapshot_all, stored_workflow
+from tests.helpers import assert_event_log, assert_refused, cold_instance, snapshot_all, stored_workflow, used
 
 Q, ARCH, DEV = Role.Q_ASSISTANT, Role.ARCHITECT, Role.DEVELOPER
 
@@ -40,25 +40,27 @@ def test_creating_a_workflow_hands_it_to_the_first_role(api, tenant):
         None, "Q_ASSISTANT", None, "DISCOVERY", 1)
     assert h["status"] == "PENDING" and h["attempts"] == 0 and h["artifacts"] == []
     assert wf["current_handoff"] == {"id": h["id"], "status": "PENDING", "claimed_by": None, "agent_id": None,
-                                     "lease_expires_at": None}
+                                     "lease_expires_at": None, "usage": None}
 
 
 def test_a_transition_hands_off_in_its_own_commit_still_two_rpcs(api, tenant):
     wf = api.create(tenant)
     first = wf["current_handoff"]["id"]
     q = tenant.agents[Q]
+    used(api, q)
+    cold_instance()
 
     api.store.rpcs.clear()
     r = api.post(f"/v1/workflows/{wf['id']}/transitions", {"to": "PLANNING", "note": "scoped"}, q)
     assert r.status == 200, r.body
-    # one read of the key (auth), then the transition's one batched read and one commit
+    # one read of the key (auth, cold), then the transition's one batched read and one commit
     assert api.store.rpcs == {"get": 1, "batch_get": 1, "commit": 1}
     assert r.body["workflow"]["current_handoff"]["id"] == first  # within one role: the same hand-off stays open
 
     api.store.rpcs.clear()
     r = api.post(f"/v1/workflows/{wf['id']}/transitions", {"to": "DESIGN", "note": "the plan"}, q)
     assert r.status == 200, r.body
-    assert api.store.rpcs == {"get": 1, "batch_get": 1, "commit": 1}
+    assert api.store.rpcs == {"batch_get": 1, "commit": 1}  # the key is cached now
     newest, oldest = handoffs(api, tenant, wf["id"])
     assert oldest["id"] == first and oldest["status"] == "COMPLETED" and oldest["closed_seq"] == 3
     assert (newest["from_role"], newest["to_role"], newest["from_state"], newest["to_state"]) == (
@@ -108,6 +110,8 @@ def test_failed_cancels_and_a_rollback_opens_fresh_work(api, tenant):
 def test_a_claim_is_one_query_and_one_commit_and_answers_with_the_workflow(api, tenant):
     wf = api.create(tenant, title="Shop")
     q = agent(api, tenant, Q, "q-1")
+    used(api, tenant.agents[Q])
+    cold_instance()
     api.store.rpcs.clear()
     r = q.claim(lease_seconds=120)
     assert r.status == 200, r.body
@@ -116,7 +120,7 @@ def test_a_claim_is_one_query_and_one_commit_and_answers_with_the_workflow(api, 
     assert h["status"] == "CLAIMED" and h["agent_id"] == "q-1" and h["attempts"] == 1 and h["lease_seconds"] == 120
     assert w["id"] == wf["id"] and w["title"] == "Shop" and w["state"] == "DISCOVERY" and w["version"] == 1
     assert w["current_handoff"] == {"id": h["id"], "status": "CLAIMED", "claimed_by": h["claimed_by"],
-                                    "agent_id": "q-1", "lease_expires_at": h["lease_expires_at"]}
+                                    "agent_id": "q-1", "lease_expires_at": h["lease_expires_at"], "usage": None}
     assert [t["to"] for t in w["allowed_transitions"]] == ["PLANNING"]  # as this agent sees it
     # the workflow document says the same
     assert api.get(f"/v1/workflows/{wf['id']}", tenant.owner).body["current_handoff"] == w["current_handoff"]
@@ -277,6 +281,26 @@ def test_release_puts_the_work_back_at_its_place_in_the_queue(api, tenant):
     again = agent(api, tenant, Q, "next").claim(expect=200).body["handoff"]
     assert again["id"] == h["id"] and again["attempts"] == 2  # FIFO: before the newer workflow's
     assert newer != older
+
+
+def test_a_release_note_is_kept_for_the_next_agent_until_the_next_release(api, tenant, clock):
+    from shared.runtime import clock as product_clock
+    from shared.services.handoffs import release_expired_leases
+
+    wf = api.create(tenant)["id"]
+    first = agent(api, tenant, Q, "first")
+    h = first.claim(expect=200).body["handoff"]
+    assert h["release_note"] is None
+    r = first.release(wf, h["id"], note="I cannot reach the customer's site")
+    assert r.status == 200 and r.body["release_note"] == "I cannot reach the customer's site"
+    second = agent(api, tenant, Q, "second")
+    assert second.claim(expect=200, lease_seconds=30).body["handoff"]["release_note"] == r.body["release_note"]
+    clock.advance(31)
+    assert release_expired_leases(api.store, now=product_clock.now()) == 1  # a lapsed lease keeps it
+    third = agent(api, tenant, Q, "third")
+    assert third.claim(expect=200).body["handoff"]["release_note"] == r.body["release_note"]
+    assert third.release(wf, h["id"]).body["release_note"] is None  # a release without a note says nothing
+    assert_refused(api, lambda: third.release(wf, h["id"], note="x" * 2001), 422, "validation_error")
 
 
 def test_an_owner_may_release_anyones_claim(api, tenant):

@@ -13,7 +13,7 @@ import pytest
 
 from shared.adapters.firestore import QueryShape
 from shared.domain.state_machine import Role
-from shared.services import accounts, cleanup
+from shared.services import accounts, auth, cleanup, members
 from tests import index_coverage
 from tests.agents import Agent
 from tests.helpers import ref
@@ -136,6 +136,12 @@ def run_every_query_path(api, tenant) -> set[QueryShape]:
     assert api.get(f"/v1/workflows/{wf['id']}/artifacts", tenant.owner).status == 200
     key = accounts.list_keys(store, tenant.account_id)[-1]
     accounts.revoke_key(store, key.key_id)
+    # people: the team's listings, and a person's invitations across accounts (GET /v1/me)
+    assert api.post("/v1/members", {"email": "rita@example.com", "roles": ["VIEWER"]}, tenant.owner).status == 201
+    assert api.get("/v1/members", tenant.owner).status == 200
+    assert api.get("/v1/keys", tenant.owner).status == 200
+    rita = auth.Person(uid="rita", email="rita@example.com", email_verified=True, expires_at=datetime.now(UTC))
+    assert len(members.get_me(store, rita)["invitations"]) == 1
     # cleanup: something due for every task, so that every query (and every query inside a deletion) runs
     done = api.create(tenant)
     api.move(tenant, done, "CANCELLED", key=tenant.owner)

@@ -3,8 +3,8 @@ level or inside a function, is checked.
 
 - Floors, lowest first: `shared.domain` < `shared.runtime` < `shared.adapters` < `shared.services` < `shared.http`.
   A module imports product code of its own floor or a lower one only; so the domain imports no other layer.
-- Only `shared.adapters` imports the SDKs of other systems: `google.cloud` / `google.api_core`, `stripe`, `boto3` /
-  `botocore`.
+- Only `shared.adapters` imports the SDKs of other systems: `google.cloud` / `google.api_core`, `google.auth` /
+  `google.oauth2` (the ID token verifier), `stripe`, `boto3` / `botocore`.
 - The entry points (`functions/`, `main.py`) import only `shared.http`, `shared.services` and `shared.runtime`.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FLOORS = ("shared.domain", "shared.runtime", "shared.adapters", "shared.services", "shared.http")
 ENTRY_POINTS_MAY_IMPORT = ("shared.http", "shared.services", "shared.runtime")
-SDKS = ("google.cloud", "google.api_core", "stripe", "boto3", "botocore")
+SDKS = ("google.cloud", "google.api_core", "google.auth", "google.oauth2", "stripe", "boto3", "botocore")
 
 
 def _under(name: str, prefix: str) -> bool:
@@ -72,12 +72,14 @@ def paths_and_clients(source: str) -> list[int]:
     tree = ast.parse(source)
     return sorted({node.lineno for node in ast.walk(tree)
                    if (isinstance(node, ast.Attribute) and node.attr == "client")
-                   or (isinstance(node, ast.Constant) and isinstance(node.value, str) and "accounts/" in node.value)})
+                   or (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                       and ("accounts/" in node.value or "people/" in node.value))})
 
 
 def test_only_the_store_adapter_knows_firestore_and_its_paths():
     """Services, the HTTP edge and the entry points speak in ids, `Key`s and `Doc`s: no Firestore client, no path."""
     assert paths_and_clients("x = store.client.collection('accounts/a/workflows')") == [1]  # the check can fail
+    assert paths_and_clients("x = 1\ny = f'people/{uid}'") == [2]
     files = [*(ROOT / "shared" / "services").glob("*.py"), *(ROOT / "shared" / "http").glob("*.py"),
              *(ROOT / "functions").glob("*.py"), ROOT / "main.py"]
     found = {str(p.relative_to(ROOT)): lines for p in files if (lines := paths_and_clients(p.read_text()))}
@@ -97,11 +99,13 @@ def test_the_rule_catches_what_it_forbids():
     assert violations("shared.services.workflows", "from google.cloud import firestore") != []
     assert violations("shared.http.endpoint", "import stripe") != []
     assert violations("shared.services.artifacts", "def f():\n    import boto3\n") != []
+    assert violations("shared.services.auth", "def f():\n    from google.oauth2 import id_token\n") != []
     assert violations("functions.get_workflow", "from shared.adapters.firestore import get_store") != []
     assert violations("functions.list_workflows", "from shared.domain.models import ListWorkflowsQuery") != []
     assert violations("main", "from shared.domain.errors import NotFound") != []
     assert violations("shared.adapters.firestore", "from shared.services import commits") != []
     # and what it allows
     assert violations("shared.adapters.firestore", "from google.cloud import firestore") == []
+    assert violations("shared.adapters.firebase_auth", "import google.auth.transport.requests") == []
     assert violations("shared.services.workflows", "from shared.adapters.firestore import Store") == []
     assert violations("functions.get_workflow", "from shared.services import workflows") == []

@@ -22,7 +22,7 @@ EXPECTED_ROLES = {
 
 def test_table_sizes_and_roles():
     assert len(STATES) == 11
-    assert len(Role) == 8
+    assert len(Role) == 9  # the seven of the table's states, OWNER, and VIEWER (read-only)
     assert len(TRANSITIONS) == 28
     kinds = [t.kind.value for t in TRANSITIONS]
     assert (kinds.count("forward"), kinds.count("rework"), kinds.count("fail"), kinds.count("cancel")) == (8, 6, 6, 8)

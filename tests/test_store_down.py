@@ -20,12 +20,20 @@ from typing import Any
 import pytest
 
 from shared.adapters.firestore import Store, use_store
+from shared.domain import members as people
+from shared.domain.state_machine import Role
 from shared.http.routes import ROUTES
+from shared.services import members
+from tests import firebase_support
 from tests.helpers import Response, Tenant, assert_event_log, snapshot_all
 from tests.live import LiveServer, TcpProxy, firestore_client_via
 
+firebase = firebase_support.firebase  # fixture
 STORE_TIMEOUT = 1.0  # the product's store deadline in these tests (QORCH_STORE_TIMEOUT_SECONDS-style)
 CLIENT_TIMEOUT = 15.0  # the HTTP client's: a request that outlives it is a hang
+MEMBER = "mia"  # an OWNER member of the tenant, made by the `people_of` fixture
+INVITED = "ivan"  # invited to the tenant by email, not yet a member
+DEVELOPER = "max"  # a DEVELOPER member of the tenant, whom the owner changes and removes
 
 
 class Tripwire(Counter):
@@ -70,7 +78,12 @@ class Outage:
 
 
 @pytest.fixture
-def outage(emulator, project_id, store) -> Iterator[Outage]:
+def outage(emulator, project_id, store, monkeypatch) -> Iterator[Outage]:
+    # Every call reads its key here (no per-instance key cache), so the key's read is one of the RPCs cut in turn.
+    from shared.runtime.config import config
+
+    monkeypatch.setenv("QORCH_KEY_CACHE_SECONDS", "0")
+    config.cache_clear()
     proxy = TcpProxy(emulator.address)
     with firestore_client_via(proxy.address, project_id) as client:
         proxied = Store(client, timeout_seconds=STORE_TIMEOUT)
@@ -82,6 +95,7 @@ def outage(emulator, project_id, store) -> Iterator[Outage]:
         finally:
             use_store(store)
             proxy.close()
+            config.cache_clear()
 
 
 def assert_unavailable(r: Response) -> None:
@@ -105,14 +119,16 @@ def test_every_endpoint_answers_503_while_the_store_is_down(api, tenant, live, o
 
     def call(route: Any) -> tuple[Any, Response]:
         path = concrete(route.path, {"workflow_id": wf["id"]})
-        body = {} if route.method == "POST" else None
+        body = {} if route.writes else None
         return route, live.request(route.method, path, key=tenant.owner, body=body, timeout=CLIENT_TIMEOUT)
 
     with ThreadPoolExecutor(max_workers=len(ROUTES)) as pool:  # all at once: a hang anywhere shows
         answers = list(pool.map(call, ROUTES))
 
     for route, r in answers:
-        if route.authenticated:
+        if route.person_only:  # an API key is refused there before any store read
+            assert (r.status, r.code) == (403, "forbidden"), (route.function, r.body)
+        elif route.authenticated:
             assert_unavailable(r)
         else:  # the static documents need no store; the webhook refuses or asks Stripe to come back
             assert r.status != 500, (route.function, r.body)
@@ -133,6 +149,8 @@ class Call:
     body: Any = None
     headers: dict[str, str] | None = None
     ok: int = 200
+    rpcs: int | None = None  # when not auth + one read (+ one commit for a POST)
+    person: str | None = None  # a person's uid (who calls with their ID token) instead of the owner's key
 
 
 def _calls(wf: str) -> dict[str, Call]:
@@ -147,24 +165,59 @@ def _calls(wf: str) -> dict[str, Call]:
         "transition_workflow": Call("POST", f"/v1/workflows/{wf}/transitions", {"to": "DESIGN", "note": "go"}),
         "transition_workflow+idempotency": Call("POST", f"/v1/workflows/{wf}/transitions",
                                                 {"to": "DESIGN", "expected_version": 2}, {"Idempotency-Key": "t1"}),
+        "transition_workflow+usage": Call("POST", f"/v1/workflows/{wf}/transitions",
+                                          {"to": "DESIGN", "usage": [{"model": "claude-opus-5-5", "input_tokens": 10,
+                                                                      "output_tokens": 20}]}),
         "rollback_workflow": Call("POST", f"/v1/workflows/{wf}/rollback", {"to_version": 1, "reason": "redo"}),
+        "update_workflow": Call("PATCH", f"/v1/workflows/{wf}", {"title": "renamed", "max_cost_usd": 5}),
         "list_workflow_events": Call("GET", f"/v1/workflows/{wf}/events?limit=1"),
         "get_account": Call("GET", "/v1/account"),
+        # people, members and keys: a key's call is auth + its read(s) + its commit; a person's token is verified
+        # without the store (certificates from their URL), then their memberships are the auth read
+        "create_key": Call("POST", "/v1/keys", {"name": "ci", "roles": ["TESTER"]}, ok=201),
+        "list_keys": Call("GET", "/v1/keys"),
+        "invite_member": Call("POST", "/v1/members", {"email": "ivy@example.com", "roles": ["VIEWER"]}, ok=201),
+        "list_members": Call("GET", "/v1/members", rpcs=3),  # the members, then the invitations
+        "update_member": Call("PATCH", f"/v1/members/{people.member_id(DEVELOPER)}", {"roles": ["VIEWER"]},
+                              rpcs=3),
+        "remove_member": Call("DELETE", f"/v1/members/{people.member_id(DEVELOPER)}", ok=204, rpcs=3),
+        "get_me": Call("GET", "/v1/me", person=MEMBER, rpcs=3),  # person, their accounts' names, invitations
+        "create_account": Call("POST", "/v1/accounts", {"name": "signed up"}, ok=201, person="newcomer", rpcs=2),
+        "accept_invitation": Call("POST", "/v1/members/accept", {"account_id": ""}, person=INVITED, rpcs=2),
+        "transition_workflow+member": Call("POST", f"/v1/workflows/{wf}/transitions", {"to": "DESIGN"},
+                                           person=MEMBER),
     }
 
 
 SCENARIOS = list(_calls("-"))
 
 
+@pytest.fixture
+def people_of(api, firebase) -> Callable[[Tenant], Callable[[str], str]]:
+    """The tenant's people (MEMBER, an owner; DEVELOPER; INVITED, invited as a VIEWER), made with the store up;
+    returns a token maker for a uid."""
+
+    def make(tenant: Tenant) -> Callable[[str], str]:
+        for uid, role in ((MEMBER, Role.OWNER), (DEVELOPER, Role.DEVELOPER)):
+            members.add_member(api.store, tenant.account_id, uid, f"{uid}@example.com", [role], by="test")
+        invited = api.post("/v1/members", {"email": f"{INVITED}@example.com", "roles": ["VIEWER"]}, tenant.owner)
+        assert invited.status == 201, invited.body
+        return lambda uid: firebase.token(uid, f"{uid}@example.com")
+
+    return make
+
+
 def cut_at_every_rpc(tenant: Tenant, live: LiveServer, outage: Outage, call: Call, fault: Callable[[], None],
-                     watched: str) -> int:
+                     watched: str, token: Callable[[str], str] | None = None) -> int:
     """Cut before RPC 1 of `call`, then before RPC 2, ... until the call makes no more RPCs than the cut point: then
     it ran whole and must succeed. Each cut answer is 503 and leaves the store exactly as it was. Returns the
     number of RPCs the call makes."""
     for at in range(1, 10):
         before = snapshot_all(outage.direct)
         outage.tripwire.arm(at, fault)
-        r = live.request(call.method, call.path, key=tenant.owner, body=call.body, headers=call.headers,
+        credential = token(call.person) if call.person and token else tenant.owner
+        body = {"account_id": tenant.account_id} if call.body == {"account_id": ""} else call.body
+        r = live.request(call.method, call.path, key=credential, body=body, headers=call.headers,
                          timeout=CLIENT_TIMEOUT)
         fired = outage.tripwire.fired
         outage.back()
@@ -178,14 +231,15 @@ def cut_at_every_rpc(tenant: Tenant, live: LiveServer, outage: Outage, call: Cal
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_a_cut_before_any_rpc_writes_nothing(api, tenant, live, outage, scenario):
+def test_a_cut_before_any_rpc_writes_nothing(api, tenant, live, outage, people_of, scenario):
     wf = api.create(tenant)
     api.move(tenant, wf, "PLANNING")
+    token = people_of(tenant)
     call = _calls(wf["id"])[scenario]
-    rpcs = cut_at_every_rpc(tenant, live, outage, call, outage.proxy.cut, wf["id"])
-    writes = call.method == "POST"
+    rpcs = cut_at_every_rpc(tenant, live, outage, call, outage.proxy.cut, wf["id"], token)
+    writes = call.method in ("POST", "PATCH")
     # Auth, then one read; a change adds its one commit. (Each of them was cut above.)
-    assert rpcs == (3 if writes else 2), rpcs
+    assert rpcs == (call.rpcs or (3 if writes else 2)), rpcs
     assert_event_log(outage.direct, tenant.account_id, wf["id"])
 
 

@@ -6,6 +6,7 @@
     python -m tools.admin create-key ACCOUNT_ID --roles DEVELOPER,TESTER --name ci-agents
     python -m tools.admin list-keys ACCOUNT_ID
     python -m tools.admin revoke-key KEY_ID
+    python -m tools.admin add-member ACCOUNT_ID --uid FIREBASE_UID --email EMAIL --roles OWNER
 
 Firestore is the one named by GOOGLE_CLOUD_PROJECT (and FIRESTORE_EMULATOR_HOST, when set, for the emulator).
 """
@@ -19,7 +20,7 @@ import sys
 from shared.adapters.firestore import get_store
 from shared.domain.errors import ProblemError
 from shared.runtime.config import config
-from shared.services import accounts
+from shared.services import accounts, members
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("account_id")
     p = sub.add_parser("revoke-key")
     p.add_argument("key_id")
+    p = sub.add_parser("add-member", help="make a Firebase user a member, without an invitation")
+    p.add_argument("account_id")
+    p.add_argument("--uid", required=True)
+    p.add_argument("--email", required=True)
+    p.add_argument("--roles", required=True, help="comma-separated: OWNER and/or agent roles, or VIEWER")
     args = parser.parse_args(argv)
 
     store = get_store()
@@ -59,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         elif args.command == "list-keys":
             out = accounts.list_keys(store, args.account_id)
+        elif args.command == "add-member":
+            out = members.add_member(store, args.account_id, args.uid, args.email,
+                                     accounts.validate_roles(args.roles.split(",")), by="system:admin")
         else:
             out = accounts.revoke_key(store, args.key_id)
     except (ProblemError, ValueError) as exc:

@@ -77,6 +77,9 @@ ENVIRONMENT_FROM_DEPLOYER: dict[str, str] = {
     "QORCH_S3_BUCKET": "", "QORCH_S3_REGION": "us-east-1", "QORCH_S3_ENDPOINT_URL": "",
     "QORCH_S3_ADDRESSING_STYLE": "auto", "QORCH_CHECKOUT_SUCCESS_URL": "", "QORCH_CHECKOUT_CANCEL_URL": "",
     "QORCH_PORTAL_RETURN_URL": "", "QORCH_BILLING_GRACE_DAYS": "3", "QORCH_CORS_ORIGINS": "",
+    # People: the Firebase project whose ID tokens are accepted ('' = GOOGLE_CLOUD_PROJECT), where its signing
+    # certificates are published ('' = Google's), and how long an instance trusts a key or membership it read.
+    "QORCH_FIREBASE_PROJECT": "", "QORCH_FIREBASE_CERTS_URL": "", "QORCH_KEY_CACHE_SECONDS": "5",
 }
 
 

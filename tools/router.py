@@ -14,7 +14,7 @@ import main
 from shared.domain.errors import MethodNotAllowed, NotFound
 from shared.http import cors
 from shared.http.endpoint import problem_response
-from shared.http.routes import ROUTES
+from shared.http.routes import routes_for
 from tools import dashboard
 
 
@@ -25,7 +25,7 @@ def router(request: flask.Request) -> Any:
         page = dashboard.serve(request)
         if page is not None:
             return page
-    matching = [r for r in ROUTES if request.path.startswith("/v1/") and r.match(request.path) is not None]
+    matching = routes_for(request.path) if request.path.startswith("/v1/") else []
     if not matching:
         return cors.decorate(request, problem_response(NotFound("No such resource."), request.path))
     for route in matching:

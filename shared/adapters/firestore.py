@@ -126,6 +126,13 @@ class Writes:
     def set(self, key: Key, data: dict[str, Any]) -> None:
         self.ops.append(("set", key, data, None))
 
+    def add_to(self, key: Key, add: Mapping[str, int], *, fields: Mapping[str, Any] | None = None) -> None:
+        """Add numbers to fields server-side, making the document (with `fields`) if it does not exist yet: a
+        counter kept exactly in the same commit as what it counts, without reading it (increments commute)."""
+        data = dict(fields or {})
+        data.update({name: firestore.Increment(n) for name, n in add.items()})
+        self.ops.append(("merge", key, data, None))
+
     def delete(self, key: Key, *, if_updated_at: datetime | None = None) -> None:
         self.ops.append(("delete", key, None, if_updated_at))
 
@@ -181,6 +188,10 @@ class Store:
         # Zero-padded so that document ids sort like seq.
         return Key(f"accounts/{account_id}/workflows/{workflow_id}/events/{seq:010d}")
 
+    def usage_month(self, account_id: str, month: str) -> Key:
+        """The account's usage totals of one month (YYYY-MM, UTC)."""
+        return Key(f"accounts/{account_id}/usage_months/{month}")
+
     def idempotency(self, account_id: str, key_hash: str) -> Key:
         return Key(f"accounts/{account_id}/idempotency/{key_hash}")
 
@@ -196,6 +207,27 @@ class Store:
 
     def artifact(self, account_id: str, workflow_id: str, artifact_id: str) -> Key:
         return Key(f"accounts/{account_id}/workflows/{workflow_id}/artifacts/{artifact_id}")
+
+    # People: their memberships under the account (listing is one collection), a per-person document with the
+    # accounts they belong to (authenticating a person is one read of it), and invitations under the account.
+    def members(self, account_id: str) -> Collection:
+        return Collection(f"accounts/{account_id}/members")
+
+    def member(self, account_id: str, member_id: str) -> Key:
+        return Key(f"accounts/{account_id}/members/{member_id}")
+
+    def invitations(self, account_id: str) -> Collection:
+        return Collection(f"accounts/{account_id}/invitations")
+
+    def invitation(self, account_id: str, invitation_id: str) -> Key:
+        return Key(f"accounts/{account_id}/invitations/{invitation_id}")
+
+    def person(self, person_id: str) -> Key:
+        return Key(f"people/{person_id}")
+
+    def person_idempotency(self, person_id: str, key_hash: str) -> Key:
+        """Idempotency-Key records of a person's requests that belong to no account yet (sign-up, accepting)."""
+        return Key(f"people/{person_id}/idempotency/{key_hash}")
 
     # Billing: one record per Stripe event processed (exactly-once), the Stripe customer → account index, and the
     # events no account claimed (for an operator to look at).
@@ -270,6 +302,8 @@ class Store:
                 batch.update(ref, data, option=option)
             elif op == "set":
                 batch.set(ref, data)
+            elif op == "merge":
+                batch.set(ref, data, merge=True)
             else:
                 batch.delete(ref, option=option)
         return batch

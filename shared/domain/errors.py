@@ -36,7 +36,7 @@ class MalformedJson(ProblemError):
 
 
 class Unauthenticated(ProblemError):
-    status, code, title = 401, "unauthenticated", "A valid API key is required"
+    status, code, title = 401, "unauthenticated", "A valid API key or Firebase ID token is required"
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="qorch"'}, **extra)
@@ -112,6 +112,10 @@ class BillingNotConfigured(ProblemError):
     status, code, title = 503, "billing_not_configured", "Billing is not configured on this deployment"
 
 
+class BudgetExhausted(ProblemError):
+    status, code, title = 409, "budget_exhausted", "The workflow's budget is spent"
+
+
 class LeaseHeld(ProblemError):
     status, code, title = 409, "lease_held", "Another agent holds this workflow's hand-off under a live lease"
 
@@ -126,6 +130,18 @@ class UploadIncomplete(ProblemError):
 
 class ChecksumMismatch(ProblemError):
     status, code, title = 422, "checksum_mismatch", "The uploaded bytes are not the ones declared"
+
+
+class EmailNotVerified(ProblemError):
+    status, code, title = 403, "email_not_verified", "Your email address is not verified"
+
+
+class AlreadyMember(ProblemError):
+    status, code, title = 409, "already_member", "You are already a member"
+
+
+class LastOwner(ProblemError):
+    status, code, title = 409, "last_owner", "The account's last owner cannot be removed or demoted"
 
 
 class IdempotencyKeyReused(ProblemError):

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from shared.domain import state_machine as sm
 from shared.domain.errors import Forbidden, LeaseHeld, LeaseLost
 from shared.domain.models import CurrentHandoff, Event, EventType, Handoff, HandoffStatus, Workflow
+from shared.domain.pricing import Tally
 from shared.domain.state_machine import AGENT_ROLES, Role
 
 OPEN = (HandoffStatus.PENDING, HandoffStatus.CLAIMED)
@@ -28,9 +29,12 @@ def new_handoff_id() -> str:
     return "ho_" + secrets.token_hex(16)
 
 
-def claimable_at(handoff: Handoff) -> datetime | None:
+def claimable_at(handoff: Handoff, *, budget_exhausted: bool = False) -> datetime | None:
     """When the queue may hand it out: a PENDING one from its creation (FIFO), a CLAIMED one when its lease ends;
-    never once closed. Stored on open hand-offs only, so the queue's index holds open work alone."""
+    never once closed, nor while its workflow's budget is exhausted. Stored on claimable hand-offs only, so the
+    queue's index holds claimable work alone."""
+    if budget_exhausted:
+        return None
     if handoff.status is HandoffStatus.PENDING:
         return handoff.created_at
     if handoff.status is HandoffStatus.CLAIMED:
@@ -87,8 +91,12 @@ def on_create(workflow: Workflow, event: Event, now: datetime) -> Effect:
 
 
 def on_change(before: Workflow, after: Workflow, event: Event, now: datetime) -> Effect:
-    """The hand-off side of a transition or rollback from `before` to `after` (recorded as `event`)."""
+    """The hand-off side of a transition, rollback or owner's update from `before` to `after` (recorded as `event`).
+    A state change's event has taken the open hand-off's pending usage (`workflow.fold_pending`): its record of it
+    is cleared."""
     current = before.current_handoff
+    if event.type is EventType.UPDATED:  # the workflow's own fields: its hand-off stays as it is
+        return Effect(workflow=after, kept=current.id if current else None, at=now, seq=event.seq)
     if event.type is EventType.ROLLED_BACK:
         close, open_new, carried = HandoffStatus.CANCELLED, sm.is_active(after.state), []
     elif not sm.is_active(after.state):
@@ -96,7 +104,8 @@ def on_change(before: Workflow, after: Workflow, event: Event, now: datetime) ->
     elif current is None or sm.role_of(after.state) is not sm.role_of(before.state):
         close, open_new, carried = HandoffStatus.COMPLETED, True, _dedupe(before.outgoing_artifacts + event.artifacts)
     else:  # within one role: the hand-off stays open, and what it produced waits for the next one
-        moved = after.model_copy(update={"current_handoff": current,
+        kept = current if current.usage is None else current.model_copy(update={"usage": None})
+        moved = after.model_copy(update={"current_handoff": kept,
                                          "outgoing_artifacts": _dedupe(before.outgoing_artifacts + event.artifacts)})
         return Effect(workflow=moved, kept=current.id, at=now, seq=event.seq)
     opened = _open(after, event, from_state=before.state, artifacts=carried, now=now) if open_new else None
@@ -165,19 +174,25 @@ def _lost(handoff: Handoff) -> LeaseLost:
     return LeaseLost(detail, handoff_id=handoff.id, handoff_status=handoff.status.value)
 
 
-def heartbeat(handoff: Handoff, *, key_id: str, agent_id: str, lease_seconds: int | None,
-              now: datetime) -> Handoff:
-    """Extend the caller's lease. A lease that ran out is still the caller's until someone else claims it."""
+def heartbeat(handoff: Handoff, *, key_id: str, agent_id: str, lease_seconds: int | None, now: datetime,
+              usage: Tally | None = None) -> Handoff:
+    """Extend the caller's lease, keeping the usage it reports until the hand-off's next event. A lease that ran out
+    is still the caller's until someone else claims it."""
     if not holds(handoff, key_id, agent_id):
         raise _lost(handoff)
     seconds = lease_seconds or handoff.lease_seconds or 300
-    return handoff.model_copy(update={"lease_seconds": seconds,
-                                      "lease_expires_at": now + timedelta(seconds=seconds)})
+    pending = handoff.usage
+    if usage:
+        pending = (Tally.of_view(handoff.usage) + usage).view()
+    return handoff.model_copy(update={"lease_seconds": seconds, "lease_expires_at": now + timedelta(seconds=seconds),
+                                      "usage": pending})
 
 
-def release(handoff: Handoff, *, key_id: str, agent_id: str, is_owner: bool) -> Handoff:
-    """Give the work back: PENDING again, at its original place in the queue. An owner may release any claim."""
+def release(handoff: Handoff, *, key_id: str, agent_id: str, is_owner: bool, note: str | None = None) -> Handoff:
+    """Give the work back: PENDING again, at its original place in the queue, with the releaser's note (or none). An
+    owner may release any claim."""
     if handoff.status is not HandoffStatus.CLAIMED or not (is_owner or holds(handoff, key_id, agent_id)):
         raise _lost(handoff)
     return handoff.model_copy(update={"status": HandoffStatus.PENDING, "claimed_by": None, "agent_id": None,
-                                      "claimed_at": None, "lease_seconds": None, "lease_expires_at": None})
+                                      "claimed_at": None, "lease_seconds": None, "lease_expires_at": None,
+                                      "release_note": note})

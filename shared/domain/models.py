@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from shared.domain.pricing import ModelCall, Tally, Usage, UsageTotals
 from shared.domain.state_machine import Role, State
 
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,63}$")]
@@ -29,6 +30,7 @@ class EventType(StrEnum):
     CREATED = "CREATED"
     TRANSITIONED = "TRANSITIONED"
     ROLLED_BACK = "ROLLED_BACK"
+    UPDATED = "UPDATED"  # the owner changed title, description, labels, max_retries or max_cost_usd (PATCH)
 
 
 class HandoffStatus(StrEnum):
@@ -54,9 +56,25 @@ class CurrentHandoff(BaseModel):
 
     id: str
     status: HandoffStatus
-    claimed_by: str | None = Field(default=None, description="key_id of the holder")
+    claimed_by: str | None = Field(default=None, description="The holder: its key id, or user:<uid> for a person")
     agent_id: str | None = None
     lease_expires_at: datetime | None = None
+    usage: UsageTotals | None = Field(
+        default=None, description="Usage its heartbeats reported that no event carries yet (the next event of the "
+                                  "hand-off takes it)")
+
+
+# A budget, in USD: up to a million per workflow, kept to the nano-dollar.
+MaxCost = Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)]
+
+
+class UsageRecord(BaseModel):
+    """A workflow's running usage totals as stored (`workflow.usage`): overall and per role (role name → totals),
+    exact integers (`pricing.Tally`), changed in the same commit as the event or hand-off that reports the usage."""
+
+    total: Tally = Field(default_factory=Tally)
+    by_role: dict[str, Tally] = Field(default_factory=dict)
+    reported_at: datetime | None = None  # when usage was last added: the month its account totals went to
 
 
 # ---- stored documents -------------------------------------------------------------------------------------------
@@ -85,12 +103,31 @@ class Workflow(BaseModel):
     current_handoff: CurrentHandoff | None = None
     # Artifacts attached by transitions that stayed within one role: the next hand-off carries them on.
     outgoing_artifacts: list[str] = Field(default_factory=list)
+    max_cost_usd: float | None = None  # the budget (None: none)
+    usage: UsageRecord = Field(default_factory=UsageRecord)
 
-    def to_document(self) -> dict:
-        doc = self.model_dump(mode="python")
+    def to_document(self, *, exclude: set[str] | None = None) -> dict:
+        doc = self.model_dump(mode="python", exclude=exclude)
         # One array of "key:value" pairs lets `label=k:v` be a single array-contains query with a fixed index.
         doc["label_pairs"] = [f"{k}:{v}" for k, v in sorted(self.labels.items())]
         return doc
+
+
+class EventUsage(BaseModel):
+    """What the AI work of one step cost, as its event records it."""
+
+    role: Role = Field(description="The role the work was done for")
+    calls: list[ModelCall] = Field(
+        default_factory=list, description="The transition's own model calls as reported, each priced (cost_usd from "
+                                          "the price table when the agent sent none; null: a model the table lacks)")
+    heartbeats: UsageTotals | None = Field(
+        default=None, description="Usage the hand-off's heartbeats reported since its last event, folded in here")
+    total: UsageTotals = Field(description="calls + heartbeats")
+
+
+class FieldChange(BaseModel):
+    before: Any
+    after: Any
 
 
 class Event(BaseModel):
@@ -100,12 +137,19 @@ class Event(BaseModel):
     type: EventType
     from_state: State | None
     to_state: State
-    actor: str
+    actor: str = Field(description="key_<id> for an API key, user:<uid> for a person, system:<task> for the service")
+    actor_email: str | None = Field(default=None, description="A person's verified email (actor user:<uid>)")
     reason: str = ""
     note: str = ""
     at: datetime
     retries_reset: bool = Field(default=False, description="ROLLED_BACK only: retry_count was set back to 0.")
     artifacts: list[str] = Field(default_factory=list, description="Artifact ids the transition attached.")
+    usage: EventUsage | None = Field(default=None, description="What the AI work of this step cost, if reported.")
+    playbook_version: str | None = Field(
+        default=None, description="The playbook of the agent role the actor acted in (sha256:<hex>); null for an "
+                                  "owner's or the system's event.")
+    changes: dict[str, FieldChange] | None = Field(
+        default=None, description="UPDATED only: each field changed, with its value before and after.")
 
 
 class Subscription(BaseModel):
@@ -143,6 +187,9 @@ class Account(BaseModel):
     # (canceled) subscriptions were; later ones are stale. Absent for deletions recorded before it was kept.
     former_stripe_customers_deleted: dict[str, int] = Field(default_factory=dict)
     subscriptions: dict[str, Subscription] = Field(default_factory=dict)
+    # The members holding OWNER, kept in the same commits that change a member: removing or demoting the last one is
+    # refused, and the account's update time serialises such changes (see `shared.services.members`).
+    owners: list[str] = Field(default_factory=list)
 
 
 class ApiKey(BaseModel):
@@ -156,16 +203,83 @@ class ApiKey(BaseModel):
     revoked: bool = False
     created_at: datetime
     revoked_at: datetime | None = None
+    created_by: str | None = None  # the actor who made it through the API (None: the admin command)
+    # Coarse: written at most once an hour per key, so that using a key costs no write on the way (see auth).
+    last_used_at: datetime | None = None
+
+
+class Member(BaseModel):
+    """A person's membership of an account (accounts/{account_id}/members/{id}, id = mem_<sha256(uid)>)."""
+
+    id: str
+    account_id: str
+    uid: str
+    email: str
+    roles: list[Role]
+    joined_at: datetime
+    invited_by: str | None = Field(default=None, description="The actor who invited them (None: they founded it)")
+
+
+class Invitation(BaseModel):
+    """An invitation to join an account (accounts/{account_id}/invitations/{id}, id = inv_<sha256(email)>). The person
+    whose verified email it is joins by accepting it."""
+
+    id: str
+    account_id: str
+    email: str
+    roles: list[Role]
+    invited_by: str
+    created_at: datetime
+
+
+class Person(BaseModel):
+    """people/{sha256(uid)}: the accounts a person belongs to, so that authenticating a person is one read. Written in
+    the same commit as every change of one of their memberships."""
+
+    uid: str
+    email: str | None = None
+    accounts: dict[str, list[Role]] = Field(default_factory=dict, description="account id → roles")
+    updated_at: datetime
 
 
 # ---- requests ----------------------------------------------------------------------------------------------------
 
 
+Title = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=20_000)]
+MaxRetries = Annotated[int, Field(ge=0, le=10)]
+
+
 class CreateWorkflowRequest(RequestModel):
-    title: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    description: Annotated[str, StringConstraints(max_length=20_000)] = ""
+    title: Title
+    description: Description = ""
     labels: Labels = Field(default_factory=dict)
-    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    max_retries: MaxRetries = 3
+    max_cost_usd: MaxCost | None = Field(
+        default=None, description="A budget for the AI work, in USD; once the recorded cost reaches it, agents' "
+                                  "transitions are refused (budget_exhausted) and claims skip the workflow")
+
+
+class UpdateWorkflowRequest(RequestModel):
+    """PATCH: the fields to change (at least one); a field left out is kept. Only `max_cost_usd` may be null (no
+    budget)."""
+
+    title: Title | None = None
+    description: Description | None = None
+    labels: Labels | None = Field(default=None, description="The whole new set of labels (replaces the old one)")
+    max_retries: MaxRetries | None = Field(default=None, description="Not below the workflow's retry_count")
+    max_cost_usd: MaxCost | None = Field(default=None, description="The new budget in USD; null removes it")
+
+    @model_validator(mode="after")
+    def _some_and_only_the_budget_null(self) -> UpdateWorkflowRequest:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of title, description, labels, max_retries, max_cost_usd")
+        if nulls := sorted(f for f in self.model_fields_set if f != "max_cost_usd" and getattr(self, f) is None):
+            raise ValueError(f"{', '.join(nulls)} may not be null (leave a field out to keep it)")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in sorted(self.model_fields_set)}
 
 
 class TransitionRequest(RequestModel):
@@ -177,12 +291,43 @@ class TransitionRequest(RequestModel):
         default_factory=list, description="AVAILABLE artifacts of this workflow; the next hand-off carries them.")
     agent_id: AgentId | None = Field(
         default=None, description="The agent that holds the claim (needed while the hand-off is claimed).")
+    usage: Usage | None = Field(
+        default=None, description="What the model calls of this step cost: one call or a list (recorded on the "
+                                  "event and added to the workflow's and the account's totals)")
 
 
 class RollbackRequest(RequestModel):
     to_version: Annotated[int, Field(ge=1)]
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2_000)]
     reset_retries: bool = False
+
+
+GrantedRoles = Annotated[list[Role], Field(min_length=1, max_length=8, description=(
+    "OWNER and/or agent roles (Q_ASSISTANT, ARCHITECT, DEVELOPER, TESTER, VERIFIER, DEVOPS), or VIEWER alone"))]
+AccountId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+
+
+class CreateAccountRequest(RequestModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class InviteMemberRequest(RequestModel):
+    email: Annotated[str, StringConstraints(min_length=3, max_length=254)]
+    roles: GrantedRoles
+
+
+class AcceptInvitationRequest(RequestModel):
+    account_id: AccountId = Field(description="The account whose invitation to accept (the owner who invited you "
+                                              "can tell you; GET /v1/me lists them)")
+
+
+class UpdateMemberRequest(RequestModel):
+    roles: GrantedRoles
+
+
+class CreateKeyRequest(RequestModel):
+    name: Annotated[str, StringConstraints(max_length=100)] = ""
+    roles: GrantedRoles
 
 
 class CheckoutSessionRequest(RequestModel):
@@ -197,6 +342,20 @@ class AllowedTransition(BaseModel):
     to: State
     kind: str
     counts_as_retry: bool
+
+
+class WorkflowUsage(UsageTotals):
+    """What the workflow's AI work cost so far (every accepted transition's and heartbeat's usage)."""
+
+    by_role: dict[str, UsageTotals] = Field(default_factory=dict, description="The same totals per role")
+
+
+class Budget(BaseModel):
+    max_cost_usd: float | None = Field(description="null: no budget")
+    spent_usd: float = Field(description="The recorded cost (priced calls only; unpriced ones are counted in "
+                                         "usage.unpriced_calls)")
+    exhausted: bool = Field(description="spent_usd has reached max_cost_usd: agents' transitions are refused and "
+                                        "claims skip the workflow until the owner raises the budget")
 
 
 class WorkflowView(BaseModel):
@@ -217,6 +376,8 @@ class WorkflowView(BaseModel):
     final: bool
     current_handoff: CurrentHandoff | None = None
     allowed_transitions: list[AllowedTransition]
+    usage: WorkflowUsage
+    budget: Budget
 
 
 class WorkflowPage(BaseModel):
@@ -234,6 +395,13 @@ class ChangeResult(BaseModel):
 
     workflow: WorkflowView
     event: Event
+
+
+class UpdateResult(BaseModel):
+    """What a PATCH returns: the workflow after it, and its event (null when nothing changed: nothing was written)."""
+
+    workflow: WorkflowView
+    event: Event | None
 
 
 class Problem(BaseModel):
@@ -284,8 +452,13 @@ class PlanLimits(BaseModel):
     stale_after_days: int
 
 
+class MonthUsage(UsageTotals):
+    month: str = Field(description="YYYY-MM, UTC")
+
+
 class AccountUsage(BaseModel):
     active_workflows: int
+    this_month: MonthUsage = Field(description="What the account's AI work cost this month (UTC), every workflow's")
 
 
 class AccountView(BaseModel):
@@ -295,6 +468,69 @@ class AccountView(BaseModel):
     entitlement: Entitlement
     limits: PlanLimits | None = Field(description="The plan's limits; null if the plan is unknown to this service")
     usage: AccountUsage
+
+
+class MemberView(BaseModel):
+    id: str
+    uid: str
+    email: str
+    roles: list[Role]
+    joined_at: datetime
+    invited_by: str | None
+
+
+class InvitationView(BaseModel):
+    id: str
+    account_id: str
+    email: str
+    roles: list[Role]
+    invited_by: str
+    created_at: datetime
+
+
+class MemberList(BaseModel):
+    members: list[MemberView]
+    invitations: list[InvitationView] = Field(description="Pending: not accepted yet")
+
+
+class Membership(BaseModel):
+    account_id: str
+    account_name: str | None
+    roles: list[Role]
+
+
+class Me(BaseModel):
+    """The signed-in person: who they are, their accounts (pick one per request with X-Qorch-Account) and the
+    invitations waiting for their verified email."""
+
+    uid: str
+    email: str | None
+    email_verified: bool
+    accounts: list[Membership]
+    invitations: list[InvitationView]
+
+
+class ApiKeyView(BaseModel):
+    """An API key as the API shows it: never its secret."""
+
+    id: str
+    name: str
+    roles: list[Role]
+    prefix: str = Field(description="The secret's first 12 characters, to recognise it")
+    created_at: datetime
+    created_by: str | None
+    revoked: bool
+    revoked_at: datetime | None
+    last_used_at: datetime | None = Field(description="When it last authenticated a call, to within an hour")
+
+
+class ApiKeyCreated(ApiKeyView):
+    api_key: str | None = Field(description="The secret, shown this once (null when an Idempotency-Key replays the "
+                                            "creation: it is not kept anywhere)")
+
+
+class KeyList(BaseModel):
+    keys: list[ApiKeyView]
 
 
 class WebhookReceipt(BaseModel):
@@ -349,7 +585,7 @@ class Handoff(BaseModel):
     artifacts: list[str] = Field(default_factory=list, description="Artifact ids handed to the next role.")
     status: HandoffStatus
     created_at: datetime
-    claimed_by: str | None = Field(default=None, description="key_id of the holder")
+    claimed_by: str | None = Field(default=None, description="The holder: its key id, or user:<uid> for a person")
     agent_id: str | None = None
     claimed_at: datetime | None = None
     lease_seconds: int | None = None
@@ -357,10 +593,14 @@ class Handoff(BaseModel):
     attempts: int = Field(default=0, description="How many times it has been claimed.")
     closed_at: datetime | None = None
     closed_seq: int | None = Field(default=None, description="The seq of the event that completed or cancelled it.")
+    usage: UsageTotals | None = Field(
+        default=None, description="Usage its heartbeats reported that no event carries yet (the next event of the "
+                                  "hand-off takes it)")
+    release_note: str | None = Field(default=None, description="The note of the last release, if it had one")
 
     def current(self) -> CurrentHandoff:
         return CurrentHandoff(id=self.id, status=self.status, claimed_by=self.claimed_by, agent_id=self.agent_id,
-                              lease_expires_at=self.lease_expires_at)
+                              lease_expires_at=self.lease_expires_at, usage=self.usage)
 
 
 class Artifact(BaseModel):
@@ -392,10 +632,15 @@ class ClaimRequest(RequestModel):
 class HeartbeatRequest(RequestModel):
     agent_id: AgentId
     lease_seconds: LeaseSeconds | None = Field(default=None, description="Default: the claim's lease_seconds.")
+    usage: Usage | None = Field(
+        default=None, description="Model calls made since the last report: one call or a list (kept on the "
+                                  "hand-off until its next event, and added to the totals now)")
 
 
 class ReleaseRequest(RequestModel):
     agent_id: AgentId
+    note: Annotated[str, StringConstraints(max_length=2_000)] | None = Field(
+        default=None, description="Why the work is given back; kept on the hand-off for the next agent")
 
 
 class CreateArtifactRequest(RequestModel):

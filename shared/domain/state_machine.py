@@ -25,7 +25,8 @@ class State(StrEnum):
 
 
 class Role(StrEnum):
-    """Who acts. OWNER is the paying customer's key role; CUSTOMER is the workflow role an OWNER plays."""
+    """Who acts. OWNER is the paying customer's key role; CUSTOMER is the workflow role an OWNER plays; VIEWER (a
+    key or a person) reads everything of its account and changes nothing."""
 
     OWNER = "OWNER"
     Q_ASSISTANT = "Q_ASSISTANT"
@@ -35,6 +36,7 @@ class Role(StrEnum):
     VERIFIER = "VERIFIER"
     CUSTOMER = "CUSTOMER"
     DEVOPS = "DEVOPS"
+    VIEWER = "VIEWER"
 
 
 # Roles an agent key may hold: the AI roles. CUSTOMER is played by OWNER keys only.

@@ -7,9 +7,23 @@ import secrets
 from datetime import datetime
 
 from shared.domain import state_machine as sm
-from shared.domain.errors import Forbidden, InvalidTransition, RetryLimitExceeded, ValidationFailed
-from shared.domain.models import AllowedTransition, CreateWorkflowRequest, Event, EventType, Workflow, WorkflowView
-from shared.domain.state_machine import Role, State
+from shared.domain.errors import BudgetExhausted, Forbidden, InvalidTransition, RetryLimitExceeded, ValidationFailed
+from shared.domain.models import (
+    AllowedTransition,
+    Budget,
+    CreateWorkflowRequest,
+    Event,
+    EventType,
+    EventUsage,
+    FieldChange,
+    UpdateWorkflowRequest,
+    UsageRecord,
+    Workflow,
+    WorkflowUsage,
+    WorkflowView,
+)
+from shared.domain.pricing import ModelCall, Tally, nanos, usd
+from shared.domain.state_machine import AGENT_ROLES, Role, State
 
 INITIAL_STATE = State.DISCOVERY
 
@@ -20,7 +34,7 @@ def new_workflow_id() -> str:
 
 
 def create(request: CreateWorkflowRequest, *, account_id: str, actor: str, now: datetime,
-           plan: str = "dev") -> tuple[Workflow, Event]:
+           plan: str = "dev", actor_email: str | None = None) -> tuple[Workflow, Event]:
     workflow = Workflow(
         id=new_workflow_id(),
         account_id=account_id,
@@ -37,8 +51,10 @@ def create(request: CreateWorkflowRequest, *, account_id: str, actor: str, now: 
         updated_at=now,
         created_by=actor,
         final=False,
+        max_cost_usd=request.max_cost_usd,
     )
-    event = Event(seq=1, type=EventType.CREATED, from_state=None, to_state=INITIAL_STATE, actor=actor, at=now)
+    event = Event(seq=1, type=EventType.CREATED, from_state=None, to_state=INITIAL_STATE, actor=actor,
+                  actor_email=actor_email, at=now)
     return workflow, event
 
 
@@ -64,6 +80,7 @@ def transition(
     reason: str,
     note: str,
     now: datetime,
+    actor_email: str | None = None,
 ) -> tuple[Workflow, Event]:
     """Apply the one shared validator and return the new workflow and its event, or raise why not."""
     spec = sm.find_transition(workflow.state, to)
@@ -87,7 +104,7 @@ def transition(
     retry_count = workflow.retry_count + (1 if spec.counts_as_retry else 0)
     moved = _moved(workflow, to, retry_count, now)
     event = Event(seq=moved.version, type=EventType.TRANSITIONED, from_state=workflow.state, to_state=to,
-                  actor=actor, reason=reason, note=note, at=now)
+                  actor=actor, actor_email=actor_email, reason=reason, note=note, at=now)
     return moved, event
 
 
@@ -100,6 +117,7 @@ def rollback(
     actor: str,
     reason: str,
     now: datetime,
+    actor_email: str | None = None,
 ) -> tuple[Workflow, Event]:
     """Return the workflow to the state it had after event `to_version` (owner-only; checked by the caller)."""
     if sm.is_final(workflow.state):
@@ -114,8 +132,109 @@ def rollback(
                                             "which is not an active state"}])
     moved = _moved(workflow, target.to_state, 0 if reset_retries else workflow.retry_count, now)
     event = Event(seq=moved.version, type=EventType.ROLLED_BACK, from_state=workflow.state,
-                  to_state=target.to_state, actor=actor, reason=reason, at=now, retries_reset=reset_retries)
+                  to_state=target.to_state, actor=actor, actor_email=actor_email, reason=reason, at=now,
+                  retries_reset=reset_retries)
     return moved, event
+
+
+# ---- the owner's changes (PATCH) ---------------------------------------------------------------------------------
+
+UPDATABLE = ("title", "description", "labels", "max_retries", "max_cost_usd")
+
+
+def update(workflow: Workflow, request: UpdateWorkflowRequest, *, actor: str, now: datetime,
+           actor_email: str | None = None) -> tuple[Workflow, Event | None]:
+    """The owner's change of the workflow's own fields (owner-only; checked by the caller), as one UPDATED event
+    listing each field changed; (workflow, None) when every value given is the current one (nothing to write)."""
+    wanted = request.changes()
+    if "max_retries" in wanted and wanted["max_retries"] < workflow.retry_count:
+        raise ValidationFailed([{"field": "max_retries", "message": f"must be at least the workflow's retry_count "
+                                                                    f"({workflow.retry_count})"}])
+    changes = {name: FieldChange(before=getattr(workflow, name), after=value) for name, value in wanted.items()
+               if getattr(workflow, name) != value}
+    if not changes:
+        return workflow, None
+    changed = workflow.model_copy(update={name: c.after for name, c in changes.items()}
+                                  | {"version": workflow.version + 1, "updated_at": now})
+    event = Event(seq=changed.version, type=EventType.UPDATED, from_state=workflow.state, to_state=workflow.state,
+                  actor=actor, actor_email=actor_email, at=now, changes=changes)
+    return changed, event
+
+
+# ---- what the AI work costs, and the budget ----------------------------------------------------------------------
+
+
+def exhausted(workflow: Workflow | None) -> bool:
+    """The recorded cost has reached the budget (compared in integer nano-dollars: exact at the boundary)."""
+    return (workflow is not None and workflow.max_cost_usd is not None
+            and workflow.usage.total.cost_nanousd >= nanos(workflow.max_cost_usd))
+
+
+def _budget(workflow: Workflow) -> dict:
+    return {"max_cost_usd": workflow.max_cost_usd, "spent_usd": usd(workflow.usage.total.cost_nanousd),
+            "exhausted": exhausted(workflow)}
+
+
+def budget(workflow: Workflow) -> Budget:
+    return Budget(**_budget(workflow))
+
+
+def budget_left_usd(workflow: Workflow) -> float | None:
+    if workflow.max_cost_usd is None:
+        return None
+    return usd(max(nanos(workflow.max_cost_usd) - workflow.usage.total.cost_nanousd, 0))
+
+
+def check_budget(workflow: Workflow, *, roles: frozenset[Role]) -> None:
+    """Once the recorded cost has reached the budget, only an owner may move the workflow (to raise the budget,
+    cancel, or roll back); an agent's transition is refused."""
+    if Role.OWNER in roles or not exhausted(workflow):
+        return
+    state = budget(workflow)
+    raise BudgetExhausted(
+        f"The workflow's budget of {state.max_cost_usd} USD is spent ({state.spent_usd} USD recorded): agents may "
+        "not move it until its owner raises the budget. Release your hand-off with a note.",
+        max_cost_usd=state.max_cost_usd, spent_usd=state.spent_usd)
+
+
+def add_usage(workflow: Workflow, role: Role, tally: Tally, now: datetime) -> Workflow:
+    """`workflow` with `tally` added to its totals, overall and for `role`."""
+    if not tally:
+        return workflow
+    record = workflow.usage
+    by_role = dict(record.by_role)
+    by_role[role.value] = by_role.get(role.value, Tally()) + tally
+    return workflow.model_copy(update={"usage": UsageRecord(total=record.total + tally, by_role=by_role,
+                                                            reported_at=now)})
+
+
+def record_calls(workflow: Workflow, moved: Workflow, event: Event, calls: list[ModelCall],
+                 now: datetime) -> tuple[Workflow, Event]:
+    """A transition's own model calls (priced): on its event, and added to the totals for the role that acted (the
+    workflow's role before it)."""
+    if not calls or workflow.role is None:
+        return moved, event
+    own = Tally.of(calls)
+    usage = EventUsage(role=workflow.role, calls=calls, total=own.view())
+    return add_usage(moved, workflow.role, own, now), event.model_copy(update={"usage": usage})
+
+
+def fold_pending(before: Workflow, event: Event) -> Event:
+    """The usage the open hand-off's heartbeats reported (already in the totals) goes onto the hand-off's next state
+    change: the event records it, and the hand-off's record of it is cleared in the same commit."""
+    pending = before.current_handoff.usage if before.current_handoff is not None else None
+    if pending is None or event.type not in (EventType.TRANSITIONED, EventType.ROLLED_BACK) or before.role is None:
+        return event
+    own = event.usage
+    total = Tally.of_view(pending) + (Tally.of_view(own.total) if own else Tally())
+    usage = EventUsage(role=before.role, calls=own.calls if own else [], heartbeats=pending, total=total.view())
+    return event.model_copy(update={"usage": usage})
+
+
+def acting_role(workflow: Workflow, roles: frozenset[Role]) -> Role | None:
+    """The agent role a caller acts in on `workflow`: its current role, if the caller holds it (not as an owner)."""
+    role = workflow.role
+    return role if role is not None and role in AGENT_ROLES and role in roles else None
 
 
 def replay(events: list[Event]) -> tuple[State, Role | None, int]:
@@ -136,10 +255,26 @@ def replay(events: list[Event]) -> tuple[State, Role | None, int]:
     return state, sm.role_of(state), retry_count
 
 
+def _totals(tally: Tally) -> dict:
+    return {"input_tokens": tally.input_tokens, "output_tokens": tally.output_tokens,
+            "cache_read_tokens": tally.cache_read_tokens, "cost_usd": usd(tally.cost_nanousd),
+            "unpriced_calls": tally.unpriced_calls}
+
+
+def _usage(record: UsageRecord) -> dict:
+    return _totals(record.total) | {"by_role": {role: _totals(t) for role, t in sorted(record.by_role.items())}}
+
+
+def usage_view(record: UsageRecord) -> WorkflowUsage:
+    return WorkflowUsage(**_usage(record))
+
+
 def view(workflow: Workflow, roles: frozenset[Role]) -> WorkflowView:
     allowed = sm.allowed_transitions(workflow.state, workflow.retry_count, workflow.max_retries, roles)
     return WorkflowView(
-        **workflow.model_dump(exclude={"account_id"}),
+        **workflow.model_dump(exclude={"account_id", "plan", "outgoing_artifacts", "usage", "max_cost_usd"}),
         allowed_transitions=[AllowedTransition(to=t.target, kind=t.kind.value, counts_as_retry=t.counts_as_retry)
                              for t in allowed],
+        usage=_usage(workflow.usage),  # plain data, validated with the view in one pass
+        budget=_budget(workflow),
     )

@@ -17,7 +17,7 @@ import time
 
 import flask
 
-from shared.http.routes import ROUTES
+from shared.http.routes import routes_for
 from shared.runtime import logs
 from shared.runtime.config import config
 
@@ -33,7 +33,7 @@ MAX_AGE_SECONDS = 600
 
 def methods_for(path: str) -> list[str]:
     """The methods of the /v1 path `path` (concrete, e.g. /v1/workflows/wf_1), from the route table; [] if none."""
-    return sorted({r.method for r in ROUTES if r.match(path) is not None})
+    return sorted({r.method for r in routes_for(path)})
 
 
 def allowed_origin(request: flask.Request) -> str | None:

@@ -32,8 +32,8 @@ from shared.http import cors
 from shared.http.routes import BY_FUNCTION, Route
 from shared.runtime import logs
 from shared.runtime.config import config
-from shared.services import idempotency
-from shared.services.auth import Principal, authenticate
+from shared.services import auth, idempotency
+from shared.services.auth import Person, Principal
 from shared.services.idempotency import IdempotencyRequest, Outcome
 
 PROBLEM_JSON = "application/problem+json"
@@ -45,6 +45,7 @@ class ApiRequest:
     route: Route
     params: dict[str, str]
     principal: Principal | None = None
+    person: Person | None = None  # person-level routes: the signed-in person (no account chosen)
     body: Any = None
     query: Any = None
     idempotency: IdempotencyRequest | None = None
@@ -58,6 +59,11 @@ class ApiRequest:
     def caller(self) -> Principal:
         assert self.principal is not None, "route is authenticated"
         return self.principal
+
+    @property
+    def signed_in(self) -> Person:
+        assert self.person is not None, "route is person-level"
+        return self.person
 
 
 @dataclass
@@ -174,6 +180,8 @@ def endpoint(function: str) -> Callable[[Handler], Callable[[flask.Request], Any
                 response = _handle(request, route, handler, fields)
             except ProblemError as error:
                 fields["code"] = error.code
+                if error.status == 401 and error.__cause__ is not None:  # why a credential failed: logged, not told
+                    fields["auth_failure"] = str(error.__cause__)[:300]
                 response = problem_response(error, request.path)
             except Exception:  # a bug: log it whole, answer a plain problem, never leak internals
                 fields["code"] = Internal.code
@@ -206,16 +214,23 @@ def _handle(request: flask.Request, route: Route, handler: Handler, fields: dict
     if route.authenticated:
         # Behind API Gateway the caller's Authorization header arrives as X-Forwarded-Authorization (the gateway puts
         # its own identity token, for the function's IAM check, in Authorization).
-        ctx.principal = authenticate(ctx.store, request.headers.get("X-Forwarded-Authorization")
-                                     or request.headers.get("Authorization"))
-        fields["account_id"] = ctx.principal.account_id
-        fields["key_id"] = ctx.principal.key_id
+        credential = request.headers.get("X-Forwarded-Authorization") or request.headers.get("Authorization")
+        if route.person_only:
+            ctx.person = auth.identify(credential)
+            fields["actor"] = ctx.person.actor
+        else:
+            ctx.principal = auth.authenticate(ctx.store, credential, request.headers.get(auth.ACCOUNT_HEADER),
+                                              write=route.method != "GET")
+            fields["account_id"] = ctx.principal.account_id
+            fields["actor"] = ctx.principal.actor
+            if ctx.principal.key_id is not None:
+                fields["key_id"] = ctx.principal.key_id
     if route.query is not None:
         ctx.query = parse_query(request, route.query)
     raw = None
     if route.body is not None:
         ctx.body, raw = parse_body(request, route.body)
-    if route.method == "POST":
+    if route.writes:
         key = request.headers.get("Idempotency-Key")
         if route.idempotency_key_refused is None:
             ctx.idempotency = idempotency.parse(key, method=request.method, path=request.path, body=raw)
@@ -223,6 +238,8 @@ def _handle(request: flask.Request, route: Route, handler: Handler, fields: dict
             raise ValidationFailed([{"field": "header:Idempotency-Key",
                                      "message": f"not accepted here: {route.idempotency_key_refused}"}])
     reply = handler(ctx)
+    if ctx.principal is not None:
+        auth.note_use(ctx.store, ctx.principal)
     if reply.status == 204:  # No Content: no body, no content type
         return flask.Response(status=204, headers=reply.headers)
     return json_response(reply.body, reply.status, reply.headers)

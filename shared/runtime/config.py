@@ -1,8 +1,11 @@
 """The one configuration: every setting the product reads from the environment, in one pydantic-settings model,
 validated once per instance at start (`main.py` and `make run` call `config()` first). A bad value stops the
-instance with a message that names the variable, instead of failing customer requests later. The plans file
-(`shared/domain/plans.json`) is loaded here too, with each sold plan's Stripe price id from the variable the file
-names; the domain only parses what it is given.
+instance with a message that names the variable, instead of failing customer requests later. The data files that
+ship with the functions are loaded here too, so a bad one stops the instance the same way: the plans file
+(`shared/domain/plans.json`, with each sold plan's Stripe price id from the variable the file names), the role
+playbooks (`shared/domain/playbooks/*.md`, checked against the state table) and the model price table
+(`shared/domain/prices.json`). The domain only parses what it is given; `.gcloudignore` keeps these files in the
+deployed source (a test checks it).
 
 To add a setting: one field below, named by its variable (`alias`), typed (the type is the validation), with a
 default unless it is a secret (a secret is `SecretStr | None` and has no default: unset means the feature that
@@ -32,11 +35,18 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.domain import plans as plans_domain
+from shared.domain import playbooks as playbooks_domain
+from shared.domain import pricing
 
-PLANS_FILE = Path(__file__).resolve().parent.parent / "domain" / "plans.json"
+DOMAIN_DIR = Path(__file__).resolve().parent.parent / "domain"
+PLANS_FILE = DOMAIN_DIR / "plans.json"
+PLAYBOOKS_DIR = DOMAIN_DIR / "playbooks"
+PRICES_FILE = DOMAIN_DIR / "prices.json"
 MAX_BODY_BYTES = 256 * 1024  # a fixed limit of the API (documented with it), not a deployment choice
 
 Url = Annotated[str, Field(pattern=r"^https?://\S+$")]
+# Google's published X.509 certificates for the keys that sign Firebase ID tokens.
+FIREBASE_CERTS_URL = "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
 
 
 def parse_origins(raw: str) -> tuple[str, ...]:
@@ -78,6 +88,17 @@ class Settings(BaseSettings):
     store_timeout_seconds: float = Field(10.0, gt=0, le=300, alias="QORCH_STORE_TIMEOUT_SECONDS")
     key_env_override: str | None = Field(None, pattern=r"^[a-z0-9]{1,16}$", alias="QORCH_KEY_ENV")
     cloud_service: str | None = Field(None, alias="K_SERVICE")  # set by Cloud Functions (gen2) / Cloud Run
+    # How long an instance trusts an API key or a person's memberships it read (shared/services/auth.py); 0: off.
+    # Bounded: a revoked key keeps working on other instances for up to this long.
+    key_cache_seconds: float = Field(5.0, ge=0, le=3600, alias="QORCH_KEY_CACHE_SECONDS")
+
+    # ---- people (Firebase Authentication ID tokens, shared/adapters/firebase_auth.py) ----
+    firebase_project_override: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$",
+                                                  alias="QORCH_FIREBASE_PROJECT")
+    firebase_certs_url: Url = Field(FIREBASE_CERTS_URL, alias="QORCH_FIREBASE_CERTS_URL")
+    # Set only against the Firebase Auth emulator, whose tokens are unsigned: refused on a deployed instance.
+    auth_emulator_host: str | None = Field(None, pattern=r"^[A-Za-z0-9.\[\]:-]+:[0-9]{1,5}$",
+                                           alias="FIREBASE_AUTH_EMULATOR_HOST")
 
     # ---- billing (Stripe) ----
     stripe_api_key: SecretStr | None = Field(None, alias="STRIPE_API_KEY")
@@ -103,6 +124,8 @@ class Settings(BaseSettings):
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field((), alias="QORCH_CORS_ORIGINS")
 
     _plans: plans_domain.Catalog | None = PrivateAttr(None)
+    _playbooks: playbooks_domain.Library | None = PrivateAttr(None)
+    _prices: pricing.PriceTable | None = PrivateAttr(None)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -126,6 +149,21 @@ class Settings(BaseSettings):
                              "boto3's own credential chain is used)")
         return self
 
+    @model_validator(mode="after")
+    def _no_auth_emulator_when_deployed(self) -> Settings:
+        # With the emulator variable, ID tokens are not verified (the emulator's are unsigned): anyone could sign in
+        # as anyone. Cloud Functions / Cloud Run set K_SERVICE, so a deployed instance refuses to start with it.
+        if self.cloud_service and self.auth_emulator_host:
+            raise ValueError("FIREBASE_AUTH_EMULATOR_HOST is set on a deployed instance (K_SERVICE is set): ID "
+                             "tokens would not be verified. Remove the variable from the deployment")
+        return self
+
+    @property
+    def firebase_project(self) -> str:
+        """The Firebase project whose ID tokens are accepted (their `aud`): QORCH_FIREBASE_PROJECT, else the
+        Firestore project."""
+        return self.firebase_project_override or self.project
+
     @property
     def key_env(self) -> str:
         """The <env> part of new API keys: `live` on Cloud Functions, `dev` elsewhere, unless QORCH_KEY_ENV says."""
@@ -140,6 +178,18 @@ class Settings(BaseSettings):
         """The plans file, loaded with the configuration (`load()`); its price ids from this environment."""
         assert self._plans is not None, "made by load()"
         return self._plans
+
+    @property
+    def playbooks(self) -> playbooks_domain.Library:
+        """Every role's playbook, loaded with the configuration (`load()`)."""
+        assert self._playbooks is not None, "made by load()"
+        return self._playbooks
+
+    @property
+    def prices(self) -> pricing.PriceTable:
+        """The model price table, loaded with the configuration (`load()`)."""
+        assert self._prices is not None, "made by load()"
+        return self._prices
 
 
 def _variables_of(field_name: str) -> list[str]:
@@ -170,14 +220,38 @@ def load_plans(path: Path = PLANS_FILE, environ: Mapping[str, str] | None = None
         raise ConfigError(f"the plans file {path} is refused: {exc}") from exc
 
 
-def load(plans_file: Path = PLANS_FILE) -> Settings:
-    """Validate the environment and load the plans file. Raises ConfigError, naming each bad variable."""
+def read_playbooks(directory: Path = PLAYBOOKS_DIR) -> dict[str, str]:
+    """File name → text of every `*.md` in the playbooks directory (UTF-8; a file that is not is an error)."""
+    return {path.name: path.read_bytes().decode("utf-8") for path in sorted(directory.glob("*.md"))}
+
+
+def load_playbooks(directory: Path = PLAYBOOKS_DIR) -> playbooks_domain.Library:
+    """Read and check the role playbooks: every role has one, covering its states and the transitions out of them."""
+    try:
+        return playbooks_domain.load_library(read_playbooks(directory))
+    except (OSError, ValueError) as exc:  # PlaybookError and UnicodeDecodeError are ValueErrors
+        raise ConfigError(f"the playbooks in {directory} are refused: {exc}") from exc
+
+
+def load_prices(path: Path = PRICES_FILE) -> pricing.PriceTable:
+    try:
+        return pricing.parse_prices(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError and JSONDecodeError are ValueErrors
+        raise ConfigError(f"the price table {path} is refused: {exc}") from exc
+
+
+def load(plans_file: Path = PLANS_FILE, playbooks_dir: Path = PLAYBOOKS_DIR,
+         prices_file: Path = PRICES_FILE) -> Settings:
+    """Validate the environment and load the data files (plans, playbooks, prices). Raises ConfigError, naming each
+    bad variable, or the file refused and why."""
     try:
         settings = Settings()
     except ValidationError as exc:
         raise ConfigError(f"qorch cannot start: its configuration is invalid:\n{_explain(exc)}") from None
     try:
         settings._plans = load_plans(plans_file)
+        settings._playbooks = load_playbooks(playbooks_dir)
+        settings._prices = load_prices(prices_file)
     except ConfigError as exc:
         raise ConfigError(f"qorch cannot start: {exc}") from None
     return settings

@@ -1,16 +1,22 @@
-"""Account and API key administration (the admin command's use cases)."""
+"""Account and API key administration (the admin command's use cases), and the account as the API shows it."""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
 from shared.adapters.firestore import Doc, Store, Writes
-from shared.domain.errors import NotFound
-from shared.domain.models import Account, ApiKey
-from shared.domain.state_machine import AGENT_ROLES, Role
+from shared.domain import billing
+from shared.domain import members as people
+from shared.domain.errors import NotFound, ValidationFailed
+from shared.domain.models import Account, AccountUsage, AccountView, ApiKey, MonthUsage, PlanLimits
+from shared.domain.pricing import Tally
+from shared.domain.state_machine import Role
 from shared.runtime import clock
 from shared.runtime.config import config
-from shared.services import commits
+from shared.services import commits, keys
 from shared.services.auth import hash_key, new_key
 
 
@@ -63,13 +69,28 @@ def set_account(store: Store, account_id: str, *, plan: str | None = None, entit
     return commits.run(store, attempt, busy=f"Account {account_id} is changing too fast; retry.")
 
 
+def account_view(account: Account, at: datetime, used: Mapping[str, Any] | None = None) -> dict:
+    """GET /v1/account's answer: plan, entitlement (and why), the plan's limits and usage: active workflows, and this
+    month's totals as the workflows' commits keep them (`used`: the month's usage document, None when there is
+    none yet)."""
+    settings = config()
+    used = used or {}
+    this_month = Tally(**{name: used.get(name, 0) for name in Tally.model_fields}).view()
+    standing = billing.standing(account, settings.plans, at, timedelta(days=settings.billing_grace_days))
+    view = AccountView(
+        id=account.id, name=account.name, plan=standing.plan_name, entitlement=standing.entitlement,
+        limits=PlanLimits(**standing.plan.limits()) if standing.plan else None,
+        usage=AccountUsage(active_workflows=account.active_workflows,
+                           this_month=MonthUsage(month=at.strftime("%Y-%m"), **this_month.model_dump())))
+    return view.model_dump(mode="json")
+
+
 def validate_roles(roles: list[str]) -> list[Role]:
-    parsed = [Role(r.strip().upper()) for r in roles if r.strip()]
-    allowed = AGENT_ROLES | {Role.OWNER}
-    bad = [r for r in parsed if r not in allowed]
-    if not parsed or bad:
-        raise ValueError(f"roles must be OWNER or agent roles {sorted(AGENT_ROLES)}; got {roles}")
-    return parsed
+    """The admin command's --roles: the same rule as the API's (OWNER and/or agent roles, or VIEWER alone)."""
+    try:
+        return people.check_roles([Role(r.strip().upper()) for r in roles if r.strip()])
+    except (ValueError, ValidationFailed) as exc:
+        raise ValueError(f"roles must be OWNER and/or agent roles, or VIEWER alone; got {roles}: {exc}") from exc
 
 
 def create_key(store: Store, account_id: str, roles: list[Role], *, name: str = "", env: str = "dev",
@@ -96,14 +117,4 @@ def list_keys(store: Store, account_id: str) -> list[ApiKey]:
 
 
 def revoke_key(store: Store, key_id: str) -> ApiKey:
-    def attempt(number: int) -> tuple[ApiKey, Writes]:
-        docs = store.query(store.api_keys(), filters=[("key_id", "==", key_id)], limit=1)
-        if not docs:
-            raise NotFound(f"No key {key_id}.")
-        at = clock.now()
-        revoked = ApiKey.model_validate(docs[0].data).model_copy(update={"revoked": True, "revoked_at": at})
-        writes = Writes()
-        writes.update(docs[0].key, {"revoked": True, "revoked_at": at}, if_updated_at=docs[0].update_time)
-        return revoked, writes
-
-    return commits.run(store, attempt, busy=f"Key {key_id} is changing too fast; retry.")
+    return keys.revoke_key(store, key_id)

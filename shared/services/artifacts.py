@@ -88,7 +88,7 @@ def create_artifact(store: Store, objects: ObjectStore, principal: Principal, wo
         if request.size_bytes > limit:
             raise PayloadTooLarge(f"Artifacts are limited to {limit} bytes on this account's plan.",
                                   max_artifact_bytes=limit)
-        artifact = domain.new(request, workflow_id=workflow_id, actor=principal.key_id, now=at)
+        artifact = domain.new(request, workflow_id=workflow_id, actor=principal.actor, now=at)
         url, headers = objects.presign_put(domain.object_key(principal.account_id, workflow_id, artifact.id),
                                            content_type=artifact.content_type, size_bytes=artifact.size_bytes,
                                            sha256_hex=artifact.sha256, expires_in=_ttl_seconds())

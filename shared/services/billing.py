@@ -34,17 +34,14 @@ from shared.domain.errors import (
 )
 from shared.domain.models import (
     Account,
-    AccountUsage,
-    AccountView,
     CheckoutSession,
     CheckoutSessionRequest,
-    PlanLimits,
     PortalSession,
     WebhookReceipt,
 )
 from shared.runtime import clock
 from shared.runtime.config import config
-from shared.services import commits, idempotency
+from shared.services import accounts, commits, idempotency
 from shared.services.auth import Principal
 from shared.services.idempotency import IdempotencyRequest, Outcome
 
@@ -305,7 +302,7 @@ def create_checkout_session(
     """A Checkout Session in subscription mode for the plan's price, for the account's Stripe customer (made once:
     the Stripe idempotency key is the account's, so retries and races never make two)."""
     if not principal.is_owner:
-        raise Forbidden("Only an OWNER key may manage billing.")
+        raise Forbidden("Only an OWNER may manage billing.")
     plans = config().plans
     plan = plans.find(request.plan)
     if plan is None or not plan.for_sale:
@@ -369,7 +366,7 @@ def create_portal_session(store: Store, principal: Principal, idem: IdempotencyR
     """A Billing Portal session for the account's Stripe customer. With an Idempotency-Key, Stripe makes the session
     once (its idempotency key is derived from ours) and a repeat replays the first answer."""
     if not principal.is_owner:
-        raise Forbidden("Only an OWNER key may manage billing.")
+        raise Forbidden("Only an OWNER may manage billing.")
     return_url = config().portal_return_url
     if not return_url:
         raise BillingNotConfigured("QORCH_PORTAL_RETURN_URL must be set.")
@@ -409,10 +406,9 @@ def create_portal_session(store: Store, principal: Principal, idem: IdempotencyR
 
 
 def get_account(store: Store, principal: Principal) -> dict:
-    account = _load_account(store.get(store.account(principal.account_id)))
-    standing = billing.standing(account, config().plans, clock.now(), grace_period())
-    view = AccountView(
-        id=account.id, name=account.name, plan=standing.plan_name, entitlement=standing.entitlement,
-        limits=PlanLimits(**standing.plan.limits()) if standing.plan else None,
-        usage=AccountUsage(active_workflows=account.active_workflows))
-    return view.model_dump(mode="json")
+    """The account and this month's usage totals (kept by the workflows' commits), in one batched read."""
+    now = clock.now()
+    account_key, month_key = store.account(principal.account_id), store.usage_month(principal.account_id,
+                                                                                     now.strftime("%Y-%m"))
+    docs = store.get_many([account_key, month_key])
+    return accounts.account_view(_load_account(docs[account_key]), now, docs[month_key].data)

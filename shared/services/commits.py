@@ -97,14 +97,17 @@ def change(
     *,
     busy: str,
     first_read: dict[Key, Doc] | None = None,
+    record_at: Key | None = None,
 ) -> Outcome:
     """Run `decide` on a fresh batched read of `keys` until its commit lands (or replay the key's first response).
 
     `decide` may raise a `ProblemError` to refuse (nothing is written). `first_read`: documents the caller already
     read (found by a query), decided on instead of the first read when no Idempotency-Key needs checking (the
-    preconditions still guard the commit). `busy`: the 409's detail when every attempt lost its race.
+    preconditions still guard the commit). `busy`: the 409's detail when every attempt lost its race. `record_at`:
+    where the Idempotency-Key record lives when it is not the account's (a person's own requests, which belong to no
+    account yet: sign-up, accepting an invitation).
     """
-    idem_key = store.idempotency(account_id, idem.key_hash) if idem else None
+    idem_key = (record_at or store.idempotency(account_id, idem.key_hash)) if idem else None
     to_read = [*keys, *([idem_key] if idem_key else [])]
 
     def attempt(number: int) -> tuple[Outcome, Writes]:

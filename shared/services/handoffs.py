@@ -17,6 +17,7 @@ from datetime import datetime
 
 from shared.adapters.firestore import Doc, Key, Store, Writes
 from shared.domain import handoff as domain
+from shared.domain import pricing
 from shared.domain import workflow as workflow_domain
 from shared.domain.errors import NotFound, ValidationFailed
 from shared.domain.models import (
@@ -30,6 +31,7 @@ from shared.domain.models import (
     Workflow,
 )
 from shared.runtime import clock
+from shared.runtime.config import config
 from shared.services import commits, idempotency
 from shared.services.auth import Principal
 from shared.services.changes import Change, stage
@@ -43,7 +45,8 @@ QUEUE_DEPTH = 32
 # Long poll: the queue is queried again after these pauses (then every second) until wait_seconds is up.
 POLL_PAUSES = (0.1, 0.2, 0.4, 0.7)
 
-Decide = Callable[[Handoff, datetime], Handoff]
+# The hand-off as changed, and the workflow as the change leaves it (None: as its copy says).
+Decide = Callable[[Handoff, Workflow, datetime], tuple[Handoff, Workflow | None]]
 
 
 def _load(doc: Doc | None, workflow_id: str) -> Handoff:
@@ -99,14 +102,16 @@ def claim_handoff(store: Store, principal: Principal, request: ClaimRequest,
             # all losing again on the same next one.
             doc = candidates.pop(random.randrange(len(candidates)) if lost else 0)
             at = clock.now()
-            claimed = domain.claim(Handoff.model_validate(doc.data), key_id=principal.key_id,
+            claimed = domain.claim(Handoff.model_validate(doc.data), key_id=principal.actor,
                                    agent_id=request.agent_id, lease_seconds=request.lease_seconds, now=at)
             lost = True
-            if claimed is None:  # someone else's since the query
+            copy = _workflow_copy(doc)
+            # Someone else's since the query; or its workflow's budget is spent (such hand-offs leave the queue's
+            # index in the commit that spends it: this only guards against a document written before that rule).
+            if claimed is None or workflow_domain.exhausted(copy):
                 continue
             writes = Writes()
-            workflow = stage(store, writes, Change.of_handoff(principal.account_id, _workflow_copy(doc), claimed,
-                                                              guard=doc))
+            workflow = stage(store, writes, Change.of_handoff(principal.account_id, copy, claimed, guard=doc))
             result = ClaimResult(handoff=claimed, workflow=workflow_domain.view(workflow, principal.roles))
             outcome = Outcome(body=result.model_dump(mode="json"))
             if idem and idem_key and idem_doc is not None:
@@ -133,9 +138,10 @@ def _change_handoff(store: Store, principal: Principal, workflow_id: str, handof
 
     def change(docs: dict[Key, Doc], at: datetime) -> tuple[dict, Writes]:
         doc = docs[key]
-        changed = decide(_load(doc, workflow_id), at)
+        handoff, workflow = _load(doc, workflow_id), _workflow_copy(doc)
+        changed, moved = decide(handoff, workflow, at)
         writes = Writes()
-        stage(store, writes, Change.of_handoff(principal.account_id, _workflow_copy(doc), changed, guard=doc))
+        stage(store, writes, Change.of_handoff(principal.account_id, workflow, changed, guard=doc, changed=moved))
         return changed.model_dump(mode="json"), writes
 
     return commits.change(store, principal.account_id, idem, [key], change,
@@ -144,18 +150,24 @@ def _change_handoff(store: Store, principal: Principal, workflow_id: str, handof
 
 def heartbeat_handoff(store: Store, principal: Principal, workflow_id: str, handoff_id: str,
                       request: HeartbeatRequest, idem: IdempotencyRequest | None) -> Outcome:
-    def decide(handoff: Handoff, at: datetime) -> Handoff:
-        return domain.heartbeat(handoff, key_id=principal.key_id, agent_id=request.agent_id,
-                                lease_seconds=request.lease_seconds, now=at)
+    """Extend the lease; usage it reports is added to the workflow's totals (for the hand-off's role) and kept on the
+    hand-off, in the same commit. The hand-off's update time guards it, and that also proves the workflow's totals
+    read from its copy current: every write of the workflow writes its open hand-off in the same commit."""
+    tally = pricing.Tally.of(pricing.price_usage(request.usage, config().prices))
+
+    def decide(handoff: Handoff, workflow: Workflow, at: datetime) -> tuple[Handoff, Workflow | None]:
+        extended = domain.heartbeat(handoff, key_id=principal.actor, agent_id=request.agent_id,
+                                    lease_seconds=request.lease_seconds, now=at, usage=tally)
+        return extended, workflow_domain.add_usage(workflow, handoff.to_role, tally, at) if tally else None
 
     return _change_handoff(store, principal, workflow_id, handoff_id, idem, decide)
 
 
 def release_handoff(store: Store, principal: Principal, workflow_id: str, handoff_id: str,
                     request: ReleaseRequest, idem: IdempotencyRequest | None) -> Outcome:
-    def decide(handoff: Handoff, _: datetime) -> Handoff:
-        return domain.release(handoff, key_id=principal.key_id, agent_id=request.agent_id,
-                              is_owner=principal.is_owner)
+    def decide(handoff: Handoff, _: Workflow, __: datetime) -> tuple[Handoff, Workflow | None]:
+        return domain.release(handoff, key_id=principal.actor, agent_id=request.agent_id,
+                              is_owner=principal.is_owner, note=request.note), None
 
     return _change_handoff(store, principal, workflow_id, handoff_id, idem, decide)
 
@@ -197,7 +209,7 @@ def release_expired_leases(store: Store, *, now: datetime | None = None, limit: 
         handoff = Handoff.model_validate(doc.data)
         if domain.lease_live(handoff, at) or doc.account_id is None:
             continue
-        pending = domain.release(handoff, key_id="", agent_id="", is_owner=True)
+        pending = domain.release(handoff, key_id="", agent_id="", is_owner=True, note=handoff.release_note)
         writes = Writes()
         stage(store, writes, Change.of_handoff(doc.account_id, _workflow_copy(doc), pending, guard=doc))
         released += commits.write_once(store, writes)

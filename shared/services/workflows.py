@@ -10,18 +10,18 @@ from datetime import datetime
 
 from shared.adapters.firestore import Doc, Key, Store, Writes
 from shared.domain import artifact as artifact_domain
-from shared.domain import billing
+from shared.domain import billing, pricing
 from shared.domain import handoff as handoff_domain
 from shared.domain import workflow as domain
 from shared.domain.errors import Forbidden, NotFound, ValidationFailed, VersionConflict
 from shared.domain.models import (
     Artifact,
-    ChangeResult,
     CreateWorkflowRequest,
     Event,
     EventPage,
     RollbackRequest,
     TransitionRequest,
+    UpdateWorkflowRequest,
     Workflow,
     WorkflowPage,
 )
@@ -47,7 +47,7 @@ def create_workflow(
     store: Store, principal: Principal, request: CreateWorkflowRequest, idem: IdempotencyRequest | None
 ) -> Outcome:
     if not principal.is_owner:
-        raise Forbidden("Only an OWNER key may create workflows.")
+        raise Forbidden("Only an OWNER may create workflows.")
     account_key = store.account(principal.account_id)
 
     def decide(docs: dict[Key, Doc], at: datetime) -> tuple[dict, Writes]:
@@ -56,7 +56,8 @@ def create_workflow(
         # update-time precondition (the change's guard) makes the quota hold when creates race.
         settings = config()
         billing.admit_workflow(account.data, settings.plans, at, settings.billing_grace_days)
-        workflow, event = domain.create(request, account_id=principal.account_id, actor=principal.key_id, now=at)
+        workflow, event = domain.create(request, account_id=principal.account_id, actor=principal.actor, now=at,
+                                        actor_email=principal.actor_email)
         effect = handoff_domain.on_create(workflow, event, at)  # the first role's work, in the same commit
         writes = Writes()
         created = stage(store, writes, Change(principal.account_id, None, effect.workflow, guard=account,
@@ -134,7 +135,8 @@ def list_events(
 
 # ---- change ------------------------------------------------------------------------------------------------------
 
-Decide = Callable[[Workflow, dict[Key, Doc], datetime], tuple[Workflow, Event]]
+# (the workflow after the change, its event); no event: nothing to change, nothing is written.
+Decide = Callable[[Workflow, dict[Key, Doc], datetime], tuple[Workflow, Event | None]]
 
 
 def change_workflow(
@@ -148,9 +150,10 @@ def change_workflow(
     extra_keys: Iterable[Key] = (),
     seen: Doc | None = None,
 ) -> Outcome:
-    """Change a workflow's state: read it (one batched RPC, with `extra_keys`), let `decide` ask the domain for the
-    new workflow and its event, and commit it (one RPC) through the one write path, guarded by the workflow's
-    update time. Every change of a workflow's state (transition, rollback, the cleanup's cancel) goes through here.
+    """Change a workflow: read it (one batched RPC, with `extra_keys`), let `decide` ask the domain for the new
+    workflow and its event, and commit it (one RPC) through the one write path, guarded by the workflow's update
+    time. Every change of a workflow that writes an event (transition, rollback, the cleanup's cancel, the owner's
+    update) goes through here. A state change's event takes the usage the open hand-off's heartbeats reported.
 
     On a lost race: with `expected_version` the caller hears 409 at once; without, re-read and re-validate.
     `seen`: the workflow as the caller already read it (a system actor that found it by a query); the first
@@ -166,12 +169,15 @@ def change_workflow(
             raise VersionConflict(f"The workflow is at version {workflow.version}, not {expected_version}.",
                                   current_version=workflow.version)
         moved, event = decide(workflow, docs, at)
-        effect = handoff_domain.on_change(workflow, moved, event, at)
         writes = Writes()
-        stored = stage(store, writes, Change(principal.account_id, workflow, effect.workflow, guard=docs[wf_key],
-                                             event=event, handoffs=effect))
-        result = ChangeResult(workflow=domain.view(stored, principal.roles), event=event)
-        return result.model_dump(mode="json"), writes
+        if event is not None:
+            event = domain.fold_pending(workflow, event)
+            effect = handoff_domain.on_change(workflow, moved, event, at)
+            workflow = stage(store, writes, Change(principal.account_id, workflow, effect.workflow,
+                                                   guard=docs[wf_key], event=event, handoffs=effect))
+        # {workflow, event} (`ChangeResult`; `UpdateResult` when there may be no event), each part dumped as is.
+        return {"workflow": domain.view(workflow, principal.roles).model_dump(mode="json"),
+                "event": event.model_dump(mode="json") if event is not None else None}, writes
 
     return commits.change(store, principal.account_id, idem, [wf_key, *extra_keys], change,
                           busy="The workflow is changing too fast; read it again and retry.",
@@ -183,18 +189,24 @@ def transition_workflow(
     idem: IdempotencyRequest | None,
 ) -> Outcome:
     artifact_keys = {a: store.artifact(principal.account_id, workflow_id, a) for a in request.artifacts}
+    settings = config()
+    calls = pricing.price_usage(request.usage, settings.prices) if request.usage is not None else []
 
     def decide(workflow: Workflow, docs: dict[Key, Doc], at: datetime) -> tuple[Workflow, Event]:
-        moved, event = domain.transition(workflow, request.to, roles=principal.roles, actor=principal.key_id,
-                                         reason=request.reason, note=request.note, now=at)
-        handoff_domain.check_lease(workflow.current_handoff, key_id=principal.key_id, agent_id=request.agent_id,
+        moved, event = domain.transition(workflow, request.to, roles=principal.roles, actor=principal.actor,
+                                         reason=request.reason, note=request.note, now=at,
+                                         actor_email=principal.actor_email)
+        handoff_domain.check_lease(workflow.current_handoff, key_id=principal.actor, agent_id=request.agent_id,
                                    is_owner=principal.is_owner, now=at)
+        domain.check_budget(workflow, roles=principal.roles)
         if request.artifacts:
             found = {a: Artifact.model_validate(docs[key].data) if docs[key].exists else None
                      for a, key in artifact_keys.items()}
             artifact_domain.require_attachable(request.artifacts, found)
             event = event.model_copy(update={"artifacts": list(request.artifacts)})
-        return moved, event
+        if role := domain.acting_role(workflow, principal.roles):  # a key acting in an agent role: its playbook
+            event = event.model_copy(update={"playbook_version": settings.playbooks.for_role(role).version})
+        return domain.record_calls(workflow, moved, event, calls, at)
 
     return change_workflow(store, principal, workflow_id, idem, decide, expected_version=request.expected_version,
                            extra_keys=artifact_keys.values())
@@ -205,13 +217,29 @@ def rollback_workflow(
     idem: IdempotencyRequest | None,
 ) -> Outcome:
     if not principal.is_owner:
-        raise Forbidden("Only an OWNER key may roll a workflow back.")
+        raise Forbidden("Only an OWNER may roll a workflow back.")
     target_key = store.event(principal.account_id, workflow_id, request.to_version)
 
     def decide(workflow: Workflow, docs: dict[Key, Doc], at: datetime) -> tuple[Workflow, Event]:
         target = docs[target_key]
         event = Event.model_validate(target.data) if target.exists else None
         return domain.rollback(workflow, event, to_version=request.to_version, reset_retries=request.reset_retries,
-                               actor=principal.key_id, reason=request.reason, now=at)
+                               actor=principal.actor, reason=request.reason, now=at,
+                               actor_email=principal.actor_email)
 
     return change_workflow(store, principal, workflow_id, idem, decide, extra_keys=[target_key])
+
+
+def update_workflow(
+    store: Store, principal: Principal, workflow_id: str, request: UpdateWorkflowRequest,
+    idem: IdempotencyRequest | None,
+) -> Outcome:
+    """The owner changes the workflow's title, description, labels, max_retries or budget: one UPDATED event (and
+    a new version) for the fields whose value changes; nothing is written when none does."""
+    if not principal.is_owner:
+        raise Forbidden("Only an OWNER may change a workflow's fields.")
+
+    def decide(workflow: Workflow, docs: dict[Key, Doc], at: datetime) -> tuple[Workflow, Event | None]:
+        return domain.update(workflow, request, actor=principal.actor, now=at, actor_email=principal.actor_email)
+
+    return change_workflow(store, principal, workflow_id, idem, decide)

@@ -1,0 +1,5 @@
+import sys
+
+from agents.mcp.server import main
+
+sys.exit(main())
