@@ -1,6 +1,7 @@
 """What the dashboard's browser tests share: Debian's Chromium driven by playwright, `make run`'s stack in a
 subprocess (the router serving the dashboard and the API over the Firestore emulator, moto and the Firebase Auth
-emulator), people signing in with an email link through the Auth emulator, and screenshots kept in test-output/.
+emulator of tools/authemulator.py), people signing in with an email link through the Auth emulator, and
+screenshots kept in test-output/.
 
 Nothing is skipped for want of a browser: a missing Chromium fails the test with the command that installs it.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tools.authemulator import AuthEmulator
 from tools.emulator import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,72 +48,12 @@ def chromium_path() -> str:
     return CHROMIUM
 
 
-def firebase_cli() -> str:
-    """The pinned firebase-tools (make installs it from package.json); QORCH_FIREBASE_CLI overrides."""
-    found = os.environ.get("QORCH_FIREBASE_CLI") or str(ROOT / "node_modules" / ".bin" / "firebase")
-    if not os.access(found, os.X_OK):
-        pytest.fail(f"The Firebase Auth emulator needs firebase-tools at {found}: run `npm ci` in {ROOT} "
-                    "(make test does) with Node 20+.", pytrace=False)
-    return found
-
-
-# ---- the Auth emulator ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class AuthEmulator:
-    project: str
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
-    workdir: str = ""
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 180) -> AuthEmulator:
-        self.workdir = tempfile.mkdtemp(prefix="qorch-auth-emulator-")
-        # Every port the emulator suite would take is chosen here, so runs side by side never collide.
-        config = {"emulators": {"auth": {"host": "127.0.0.1", "port": self.port},
-                                "hub": {"host": "127.0.0.1", "port": free_port()},
-                                "logging": {"host": "127.0.0.1", "port": free_port()},
-                                "ui": {"enabled": False}, "singleProjectMode": True}}
-        Path(self.workdir, "firebase.json").write_text(json.dumps(config))
-        log = open(Path(self.workdir, "emulator.log"), "wb")  # the child writes it until stop
-        self.process = subprocess.Popen(
-            [firebase_cli(), "emulators:start", "--only", "auth", "--project", self.project],
-            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, "FIREBASE_CLI_DISABLE_UPDATE_CHECK": "true"})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"The Auth emulator exited: {Path(self.workdir, 'emulator.log').read_text()}")
-            try:
-                with urllib.request.urlopen(f"http://{self.host}/", timeout=1) as r:
-                    if json.load(r).get("authEmulator", {}).get("ready"):
-                        return self
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"The Auth emulator did not answer within {timeout:.0f}s")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def sign_in_link(self, email: str) -> str:
-        """The newest email sign-in link the emulator "sent" to `email` (it sends none; it keeps them)."""
-        url = f"http://{self.host}/emulator/v1/projects/{self.project}/oobCodes"
-        with urllib.request.urlopen(url, timeout=5) as r:
-            codes = [c for c in json.load(r)["oobCodes"] if c["email"] == email and c["requestType"] == "EMAIL_SIGNIN"]
-        assert codes, f"no sign-in link was sent to {email}"
-        return codes[-1]["oobLink"]
+def sign_in_link(auth: AuthEmulator, email: str) -> str:
+    """The newest email sign-in link the Auth emulator "sent" to `email` (it sends none; it keeps them)."""
+    with urllib.request.urlopen(f"{auth.url}/emulator/v1/projects/{auth.project}/oobCodes", timeout=5) as r:
+        codes = [c for c in json.load(r)["oobCodes"] if c["email"] == email and c["requestType"] == "EMAIL_SIGNIN"]
+    assert codes, f"no sign-in link was sent to {email}"
+    return codes[-1]["oobLink"]
 
 
 # ---- make run's stack ------------------------------------------------------------------------------------------
@@ -137,7 +78,7 @@ class Stack:
     def start(self, timeout: float = 120) -> Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("QORCH_S3_", "STRIPE_"))}
         env.update(PORT=str(self.port), FIRESTORE_EMULATOR_HOST=self.firestore, GOOGLE_CLOUD_PROJECT=self.project,
-                   FIREBASE_AUTH_EMULATOR_HOST=self.auth.host, QORCH_FIREBASE_PROJECT=self.auth.project,
+                   FIREBASE_AUTH_EMULATOR_HOST=self.auth.address, QORCH_FIREBASE_PROJECT=self.auth.project,
                    QORCH_STORE_TIMEOUT_SECONDS="10", PYTHONUNBUFFERED="1")
         log = tempfile.NamedTemporaryFile(prefix="qorch-run-", suffix=".log", delete=False)
         self.log_path = log.name

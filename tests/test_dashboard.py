@@ -21,10 +21,9 @@ import pytest
 from google.cloud import firestore
 from playwright.sync_api import expect
 
-from shared.http.routes import BY_FUNCTION
-from tests.browser import OUTPUT, AuthEmulator, Stack, Watch, chromium, chromium_path, screenshot
+from tests.browser import OUTPUT, Stack, Watch, chromium, chromium_path, screenshot, sign_in_link
+from tools.authemulator import AuthEmulator
 
-PEOPLE = "get_me" in BY_FUNCTION  # TEMPORARY(issue 12): people sign in to the API once issue 12 is merged
 AGENT_ROLES = ["Q_ASSISTANT", "ARCHITECT", "DEVELOPER", "TESTER", "VERIFIER", "DEVOPS"]
 WAIT = 15_000  # ms: a poll is 1 s here, so anything slower than this is a failure
 expect.set_options(timeout=WAIT)
@@ -94,7 +93,7 @@ def sign_in(person: Person, stack: Stack) -> None:
     page.get_by_label("Email address").fill(person.email)
     page.get_by_role("button", name="Email me a sign-in link").click()
     page.get_by_text("Check your inbox").wait_for()
-    page.goto(stack.auth.sign_in_link(person.email))
+    page.goto(sign_in_link(stack.auth, person.email))
     page.wait_for_url(lambda url: "/signin" not in url)
 
 
@@ -116,16 +115,6 @@ def owner(browser, stack, store) -> Iterator[Person]:
     once she paid) is entitled."""
     ada = open_browser(browser, stack, "ada@example.com")
     page = ada.page
-    if not PEOPLE:  # TEMPORARY(issue 12): the dev owner key until people can sign in to the API
-        ada.context.add_init_script(f"sessionStorage.setItem('qorch.devKey', {json.dumps(stack.owner_key)});"
-                                    "sessionStorage.setItem('qorch.devMe', JSON.stringify({roles: ['OWNER']}))")
-        page.goto(stack.url + "/")
-        ada.account_id = "acct_dev"  # type: ignore[attr-defined]
-        ada.token = lambda: stack.owner_key  # type: ignore[method-assign]
-        yield ada
-        ada.assert_clean()
-        ada.context.close()
-        return
     page.goto(stack.url + "/")
     page.wait_for_url("**/signin**")
     page.get_by_role("heading", name="Sign in to qorch").wait_for()
@@ -151,13 +140,6 @@ def owner(browser, stack, store) -> Iterator[Person]:
 
 
 def agent_key(stack: Stack, owner: Person) -> str:
-    if not PEOPLE:  # TEMPORARY(issue 12)
-        from shared.adapters.firestore import Store
-        from shared.domain.state_machine import Role
-        from shared.services import accounts
-
-        store = Store(firestore.Client(project=stack.project), timeout_seconds=5)
-        return accounts.create_key(store, owner.account_id, [Role(r) for r in AGENT_ROLES], name="agents")[0]
     status, made = stack.api("POST", "/keys", key=owner.token(), headers={"X-Qorch-Account": owner.account_id},
                              body={"name": "test agents", "roles": AGENT_ROLES})
     assert status == 201, made
@@ -541,9 +523,6 @@ def test_phone_width_dark_mode_and_keyboard(owner, browser, stack):
     phone = owner.context.browser.new_context(
         viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True, has_touch=True,
         color_scheme="dark", storage_state=owner.context.storage_state(indexed_db=True))
-    if not PEOPLE:  # TEMPORARY(issue 12): the dev key lives in sessionStorage, which storage_state leaves out
-        phone.add_init_script(f"sessionStorage.setItem('qorch.devKey', {json.dumps(stack.owner_key)});"
-                              "sessionStorage.setItem('qorch.devMe', JSON.stringify({roles: ['OWNER']}))")
     page = phone.new_page()
     watch = Watch()
     watch.attach(page)

@@ -32,12 +32,6 @@ export const isOwner = () => roles().includes('OWNER');
 // browser, else the first. Null when they have none yet: the welcome page offers to create one or to accept an
 // invitation. Every call then names the account in X-Qorch-Account.
 async function resolveAccount() {
-  if (window.sessionStorage.getItem('qorch.devKey')) { // TEMPORARY(issue 12): an API key knows its account
-    session.me = JSON.parse(window.sessionStorage.getItem('qorch.devMe') || '{"roles":[]}');
-    session.person = { accounts: [], invitations: [] };
-    session.account = await api.get('/account');
-    return session.account;
-  }
   api.setAccount(null);
   session.person = await api.get('/me');
   const mine = session.person.accounts;
@@ -152,13 +146,9 @@ window.addEventListener('popstate', () => render());
 
 async function boot() {
   session.config = await (await fetch('/config.json')).json();
-  // TEMPORARY(issue 12): until the API accepts people's ID tokens, development runs pages with an API key put in
-  // sessionStorage by hand or by the browser tests. Removed when issue 12 lands; it is not a way to sign in.
-  const devKey = window.sessionStorage.getItem('qorch.devKey');
-  api.configure({ apiBase: session.config.api_base, token: devKey ? async () => devKey : auth.idToken });
+  api.configure({ apiBase: session.config.api_base, token: auth.idToken });
   session.user = await auth.init(session.config);
-  if (devKey) session.user = { uid: 'dev', email: 'API key (development)' };
-  if (!devKey) auth.onChange((u) => {
+  auth.onChange((u) => {
     const was = session.user;
     session.user = u;
     if (was && !u) { session.account = null; session.me = null; renderHeader(); navigate('/signin'); }
