@@ -70,6 +70,7 @@ class Stack:
     process: subprocess.Popen | None = None
     owner_key: str = ""
     log_path: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # more configuration for this stack
 
     @property
     def url(self) -> str:
@@ -80,6 +81,7 @@ class Stack:
         env.update(PORT=str(self.port), FIRESTORE_EMULATOR_HOST=self.firestore, GOOGLE_CLOUD_PROJECT=self.project,
                    FIREBASE_AUTH_EMULATOR_HOST=self.auth.address, QORCH_FIREBASE_PROJECT=self.auth.project,
                    QORCH_STORE_TIMEOUT_SECONDS="10", PYTHONUNBUFFERED="1")
+        env.update(self.env)
         log = tempfile.NamedTemporaryFile(prefix="qorch-run-", suffix=".log", delete=False)
         self.log_path = log.name
         self.process = subprocess.Popen([sys.executable, "-m", "tools.run"], cwd=ROOT, env=env, stdout=log,

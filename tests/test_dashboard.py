@@ -23,6 +23,7 @@ from playwright.sync_api import expect
 
 from tests.browser import OUTPUT, Stack, Watch, chromium, chromium_path, screenshot, sign_in_link
 from tools.authemulator import AuthEmulator
+from tools.emulator import free_port
 
 AGENT_ROLES = ["Q_ASSISTANT", "ARCHITECT", "DEVELOPER", "TESTER", "VERIFIER", "DEVOPS"]
 WAIT = 15_000  # ms: a poll is 1 s here, so anything slower than this is a failure
@@ -85,10 +86,10 @@ def open_browser(browser: Any, stack: Stack, email: str, **context_args: Any) ->
     return person
 
 
-def sign_in(person: Person, stack: Stack) -> None:
+def sign_in(person: Person, stack: Stack, base: str | None = None) -> None:
     """Email link through the Auth emulator: ask for a link, then open it as if from the inbox."""
     page = person.page
-    page.goto(stack.url + "/")
+    page.goto((base or stack.url) + "/")
     page.wait_for_url("**/signin**")
     page.get_by_label("Email address").fill(person.email)
     page.get_by_role("button", name="Email me a sign-in link").click()
@@ -567,3 +568,42 @@ def test_phone_width_dark_mode_and_keyboard(owner, browser, stack):
         assert not watch.problems, "\n".join(watch.problems)
     finally:
         phone.close()
+
+
+def test_the_dashboard_on_its_own_origin_calls_the_api_across_origins(browser, emulator, stack):
+    """As in production, where the page is on Firebase Hosting and the API behind the gateway: two origins, and CORS
+    lets the page's calls through (preflights included: they carry a token, a JSON body, an Idempotency-Key and the
+    X-Qorch-Account header). Here the page comes from http://localhost:P and the API is http://127.0.0.1:P/v1;
+    make run allows its own two origins."""
+    from shared.adapters.firestore import Store
+    from shared.services import accounts
+
+    port = free_port()
+    other = Stack(firestore=emulator.address, auth=stack.auth, project=f"cors-{uuid.uuid4().hex[:10]}", port=port,
+                  env={"QORCH_DASHBOARD_API_BASE": f"http://127.0.0.1:{port}/v1"}).start()
+    page_origin = f"http://localhost:{port}"
+    cora = open_browser(browser, other, "cora@example.com")
+    api_calls: list[str] = []
+    cora.page.on("request", lambda r: api_calls.append(r.url) if "/v1/" in r.url else None)
+    try:
+        sign_in(cora, other, page_origin)
+        page = cora.page
+        page.wait_for_url(f"{page_origin}/welcome")
+        page.get_by_label("Team or company name").fill("Cora's team")
+        page.get_by_role("button", name="Create account").click()
+        page.wait_for_url(f"{page_origin}/account")
+        store = Store(firestore.Client(project=other.project), timeout_seconds=5)
+        accounts.set_account(store, page.locator("#who").get_attribute("data-account"), entitled=True)
+        page.get_by_role("link", name="Workflows").click()
+        page.get_by_role("button", name="New workflow").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_label("Title").fill("Across origins")
+        dialog.get_by_role("button", name="Create workflow").click()
+        page.wait_for_url(f"{page_origin}/workflows/wf_*")
+        wait_state(page, "DISCOVERY")
+        page.locator(".timeline li.ev").first.wait_for()
+        assert api_calls and all(u.startswith(f"http://127.0.0.1:{port}/v1/") for u in api_calls), api_calls
+        cora.assert_clean()  # a call CORS refused would be a console error
+    finally:
+        cora.context.close()
+        other.stop()
