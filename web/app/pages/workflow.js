@@ -169,7 +169,7 @@ export default async function workflowPage(root, { params }) {
           noteLabel: 'Why (recorded in the timeline)', required: true,
         }) }, 'Cancel workflow'));
     }
-    if (isOwner() && wf.budget) {
+    if (isOwner() && wf.budget && !wf.final) {  // a final workflow spends nothing more
       buttons.push(h('button', { class: 'btn', type: 'button', 'data-action': 'budget', onclick: raiseBudget },
         wf.budget.max_cost_usd === null ? 'Set a budget…' : 'Raise budget…'));
     }
