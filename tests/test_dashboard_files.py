@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.runtime.config import config as settings
 from tools import dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +118,12 @@ def test_the_router_serves_the_dashboard_at_the_root_and_the_api_at_v1(client, m
 
     monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9099")
     monkeypatch.setenv("QORCH_FIREBASE_PROJECT", "demo-x")
-    config = client.get("/config.json").get_json()
+    settings.cache_clear()  # the page's project and emulator are the configuration's, read once per instance
+    try:
+        config = client.get("/config.json").get_json()
+    finally:
+        monkeypatch.undo()
+        settings.cache_clear()
     assert config == {"api_base": "/v1", "auth_emulator": "http://127.0.0.1:9099",
                       "firebase": {"apiKey": "fake-api-key", "authDomain": "demo-x.firebaseapp.com",
                                    "projectId": "demo-x"}}

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import flask
 
+from shared.runtime.config import config
+
 WEB = Path(__file__).resolve().parent.parent / "web"
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".svg": "image/svg+xml",
           ".json": "application/json", ".png": "image/png", ".ico": "image/x-icon", ".txt": "text/plain",
@@ -33,8 +35,9 @@ _PAGES = ("/", "/signin", "/welcome", "/workflows", "/account")
 def dashboard_config() -> dict:
     """What the page needs before it can sign anyone in: where the API is and which Firebase project signs people
     in (and, under `make run`, the Auth emulator's address)."""
-    project = os.environ.get("QORCH_FIREBASE_PROJECT") or os.environ.get("GOOGLE_CLOUD_PROJECT", "qorch-local")
-    emulator = os.environ.get("FIREBASE_AUTH_EMULATOR_HOST")
+    # The project and the emulator come from the one configuration, so the page signs in where the API verifies.
+    settings = config()
+    project, emulator = settings.firebase_project, settings.auth_emulator_host
     return {
         "api_base": os.environ.get("QORCH_DASHBOARD_API_BASE", "/v1"),
         "firebase": {
