@@ -69,6 +69,10 @@ def test_a_person_signs_up_through_the_emulator_and_uses_the_api(api, emulator_m
     assert api.post("/v1/members/accept", account, unverified).code == "email_not_verified"
     emulator_mode.verify_email(friend)
     verified = emulator_mode.sign_in("friend@example.com", "friend-pass")
+    waiting = api.get("/v1/me", verified).body["invitations"]  # says which account, by name
+    assert [(i["account_id"], i["account_name"], i["roles"]) for i in waiting] == [
+        (account["account_id"], me["accounts"][0]["account_name"], ["VIEWER"])]
+    assert me["accounts"][0]["account_name"]
     assert api.post("/v1/members/accept", account, verified).status == 200
     assert api.get("/v1/workflows", verified).status == 200
 

@@ -482,6 +482,7 @@ class MemberView(BaseModel):
 class InvitationView(BaseModel):
     id: str
     account_id: str
+    account_name: str | None = Field(None, description="In /v1/me: the name of the account the invitation is to")
     email: str
     roles: list[Role]
     invited_by: str

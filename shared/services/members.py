@@ -85,20 +85,22 @@ def _own_record(store: Store, person: auth.Person, idem: IdempotencyRequest | No
 
 
 def get_me(store: Store, person: auth.Person) -> dict:
-    """Their accounts (one read, plus one batched read of the accounts' names) and the invitations waiting for their
-    verified email (one query)."""
+    """Their accounts and the invitations waiting for their verified email: one read, one query, and one batched read
+    of the accounts' names (so an invitation says which account it is to, not only its id)."""
     record = _person(store.get(store.person(person.id)), person.uid)
     memberships = record.accounts if record else {}
-    names: dict[str, str] = {}
-    if memberships:
-        found = store.get_many(store.account(a) for a in memberships)
-        names = {doc.id: doc.get("name") for doc in found.values() if doc.exists}
-    invitations: list[InvitationView] = []
+    waiting: list[Invitation] = []
     if person.email and person.email_verified:
-        waiting = store.query(store.every_account("invitations"),
-                              filters=[("email", "==", people.normalize_email(person.email))])
-        invitations = sorted((_invitation_view(Invitation.model_validate(d.data)) for d in waiting),
-                             key=lambda i: (i.created_at, i.id))
+        found_invitations = store.query(store.every_account("invitations"),
+                                        filters=[("email", "==", people.normalize_email(person.email))])
+        waiting = [Invitation.model_validate(d.data) for d in found_invitations]
+    names: dict[str, str] = {}
+    if memberships or waiting:
+        accounts = {*memberships, *(i.account_id for i in waiting)}
+        found = store.get_many(store.account(a) for a in sorted(accounts))
+        names = {doc.id: doc.get("name") for doc in found.values() if doc.exists}
+    invitations = sorted((InvitationView(**i.model_dump(), account_name=names.get(i.account_id)) for i in waiting),
+                         key=lambda i: (i.created_at, i.id))
     me = Me(uid=person.uid, email=person.email, email_verified=person.email_verified,
             accounts=[Membership(account_id=a, account_name=names.get(a), roles=r)
                       for a, r in sorted(memberships.items())],
