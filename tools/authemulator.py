@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from tools.emulator import MissingPrerequisite, free_port
+from tools.emulator import Child, MissingPrerequisite, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 FIREBASE = ROOT / "node_modules" / ".bin" / "firebase"
@@ -29,12 +27,12 @@ PROJECT = "demo-qorch"  # `demo-` ids are offline-only by construction
 
 
 @dataclass
-class AuthEmulator:
+class AuthEmulator(Child):
     project: str = PROJECT
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
-    log_path: str = ""
+    name: ClassVar[str] = "The Firebase Auth emulator"
+    stop_grace: ClassVar[float] = 15.0
 
     @property
     def address(self) -> str:
@@ -75,17 +73,7 @@ class AuthEmulator:
         return self
 
     def wait(self, timeout: float = 180.0) -> AuthEmulator:
-        assert self.process is not None, "launch() first"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise MissingPrerequisite(f"The Firebase Auth emulator exited at start (code "
-                                          f"{self.process.returncode}); its log, {self.log_path}:\n{self._tail()}")
-            if self.ready():
-                return self
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"The Firebase Auth emulator did not answer within {timeout:.0f}s; log: {self.log_path}")
+        return self._await_ready(timeout, 0.25)
 
     def ready(self) -> bool:
         try:
@@ -93,23 +81,6 @@ class AuthEmulator:
                 return json.loads(response.read()).get("authEmulator", {}).get("ready") is True
         except (OSError, ValueError):
             return False
-
-    def _tail(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return "".join(f.readlines()[-20:])
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait(timeout=10)
 
     def __enter__(self) -> AuthEmulator:
         return self.start()

@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import ClassVar, Self
 
 
 class MissingPrerequisite(RuntimeError):
@@ -44,11 +45,54 @@ def check_prerequisites() -> None:
 
 
 @dataclass
-class Emulator:
-    port: int = field(default_factory=free_port)
-    host: str = "127.0.0.1"
+class Child:
+    """A local server run as a child in its own process group, so that stopping it stops its children too (gcloud's
+    Java, firebase-tools' node workers), with its output in a log file that errors quote."""
+
     process: subprocess.Popen | None = None
     log_path: str = ""
+    name: ClassVar[str] = "the process"
+    stop_grace: ClassVar[float] = 10.0  # seconds between SIGTERM and SIGKILL
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def _await_ready(self, timeout: float, poll: float, if_it_exits: str = "") -> Self:
+        assert self.process is not None, "start the process first"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise MissingPrerequisite(f"{self.name} exited at start (code {self.process.returncode}). Its log, "
+                                          f"{self.log_path}:\n{self._tail()}{if_it_exits}")
+            if self.ready():
+                return self
+            time.sleep(poll)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer within {timeout:.0f}s; log: {self.log_path}")
+
+    def _tail(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return "".join(f.readlines()[-20:])
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=self.stop_grace)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait(timeout=10)
+
+
+@dataclass
+class Emulator(Child):
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    name: ClassVar[str] = "The Firestore emulator"
 
     @property
     def address(self) -> str:
@@ -62,18 +106,8 @@ class Emulator:
             ["gcloud", "emulators", "firestore", "start", f"--host-port={self.address}", "--quiet"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise MissingPrerequisite(
-                    f"The Firestore emulator exited at start (code {self.process.returncode}). Its log, "
-                    f"{self.log_path}:\n{self._tail()}\nIf the component is missing: "
-                    "gcloud components install cloud-firestore-emulator")
-            if self.ready():
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"The Firestore emulator did not answer within {timeout:.0f}s; log: {self.log_path}")
+        return self._await_ready(timeout, 0.2, "\nIf the component is missing: "
+                                               "gcloud components install cloud-firestore-emulator")
 
     def ready(self) -> bool:
         try:
@@ -81,23 +115,6 @@ class Emulator:
                 return response.read().strip() == b"Ok"
         except OSError:
             return False
-
-    def _tail(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return "".join(f.readlines()[-20:])
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait(timeout=10)
 
     def wipe(self, project: str) -> None:
         url = f"http://{self.address}/emulator/v1/projects/{project}/databases/(default)/documents"
