@@ -296,6 +296,40 @@ def _receipt(event: StripeEvent, outcome: str, log: dict[str, Any], detail: str)
 # ---- checkout and portal -----------------------------------------------------------------------------------------
 
 
+@dataclass
+class _OwnerRead:
+    """What an owner's billing call reads: the account and, with an Idempotency-Key, its record, in one batched read
+    (read again on a commit retry)."""
+
+    store: Store
+    account_key: Key
+    idem: IdempotencyRequest | None
+    idem_key: Key | None
+    at: datetime
+    docs: dict[Key, Doc]
+
+    @classmethod
+    def read(cls, store: Store, principal: Principal, idem: IdempotencyRequest | None) -> _OwnerRead:
+        account_key = store.account(principal.account_id)
+        idem_key = store.idempotency(principal.account_id, idem.key_hash) if idem else None
+        read = cls(store, account_key, idem, idem_key, clock.now(), {})
+        read.again()
+        return read
+
+    def again(self) -> None:
+        self.docs = self.store.get_many([self.account_key, *([self.idem_key] if self.idem_key else [])])
+
+    def replayed(self) -> Outcome | None:
+        """The answer recorded under the same Idempotency-Key, if a request with it finished first."""
+        if self.idem is None or self.idem_key is None:
+            return None
+        return idempotency.replay(self.docs[self.idem_key], self.idem, self.at)
+
+    def record(self, writes: Writes, outcome: Outcome) -> None:
+        if self.idem is not None and self.idem_key is not None:
+            writes.replace(self.idem_key, idempotency.record(self.idem, outcome, self.at), self.docs[self.idem_key])
+
+
 def create_checkout_session(
     store: Store, principal: Principal, request: CheckoutSessionRequest, idem: IdempotencyRequest | None
 ) -> Outcome:
@@ -315,14 +349,10 @@ def create_checkout_session(
         raise BillingNotConfigured("QORCH_CHECKOUT_SUCCESS_URL and QORCH_CHECKOUT_CANCEL_URL must be set.")
     gateway = stripe_gateway.get_gateway()
 
-    account_key = store.account(principal.account_id)
-    idem_key = store.idempotency(principal.account_id, idem.key_hash) if idem else None
-    keys: list[Key] = [account_key, *([idem_key] if idem_key else [])]
-    docs = store.get_many(keys)
-    at = clock.now()
-    if idem and idem_key and (replayed := idempotency.replay(docs[idem_key], idem, at)):
+    read = _OwnerRead.read(store, principal, idem)
+    if replayed := read.replayed():
         return replayed
-    account = _load_account(docs[account_key])
+    account = _load_account(read.docs[read.account_key])
     if (held := billing.has_open_subscription(account)) is not None:
         raise AlreadySubscribed(f"Subscription {held.id} is {held.status}: change plans, pay or cancel in the "
                                 f"billing portal ({billing.PORTAL_HINT}).", subscription_id=held.id,
@@ -339,24 +369,22 @@ def create_checkout_session(
     outcome = Outcome(body=CheckoutSession(id=session_id, url=url).model_dump(mode="json"))
 
     def attempt(number: int) -> tuple[Outcome, Writes]:
-        nonlocal docs
         if number:
             # The account changed (a workflow was created, or a concurrent checkout linked the same customer), or a
             # same-key request won: read again and write what is still missing.
-            docs = store.get_many(keys)
-            if idem and idem_key and (replayed := idempotency.replay(docs[idem_key], idem, at)):
+            read.again()
+            if replayed := read.replayed():
                 return replayed, Writes()
-        current = _load_account(docs[account_key])
+        account_doc = read.docs[read.account_key]
+        current = _load_account(account_doc)
         writes = Writes()
         if current.stripe_customer_id is None:
-            writes.update(account_key, {"stripe_customer_id": customer},
-                          if_updated_at=docs[account_key].update_time)
+            writes.update(read.account_key, {"stripe_customer_id": customer}, if_updated_at=account_doc.update_time)
             writes.set(store.stripe_customer(customer), {"account_id": current.id, "deleted": False,
-                                                         "linked_at": at})
+                                                         "linked_at": read.at})
         elif current.stripe_customer_id != customer:
             raise VersionConflict("The account's Stripe customer changed meanwhile; retry.")
-        if idem and idem_key:
-            writes.replace(idem_key, idempotency.record(idem, outcome, at), docs[idem_key])
+        read.record(writes, outcome)
         return outcome, writes
 
     return commits.run(store, attempt, busy="The account is changing too fast; retry.")
@@ -371,14 +399,10 @@ def create_portal_session(store: Store, principal: Principal, idem: IdempotencyR
     if not return_url:
         raise BillingNotConfigured("QORCH_PORTAL_RETURN_URL must be set.")
     gateway = stripe_gateway.get_gateway()
-    account_key = store.account(principal.account_id)
-    idem_key = store.idempotency(principal.account_id, idem.key_hash) if idem else None
-    keys: list[Key] = [account_key, *([idem_key] if idem_key else [])]
-    docs = store.get_many(keys)
-    at = clock.now()
-    if idem and idem_key and (replayed := idempotency.replay(docs[idem_key], idem, at)):
+    read = _OwnerRead.read(store, principal, idem)
+    if replayed := read.replayed():
         return replayed
-    account = _load_account(docs[account_key])
+    account = _load_account(read.docs[read.account_key])
     if account.stripe_customer_id is None or not account.subscriptions:
         raise NoBillingAccount("This account has never paid through Stripe: subscribe first "
                                f"({billing.CHECKOUT_HINT}).", checkout=billing.CHECKOUT_HINT)
@@ -388,15 +412,14 @@ def create_portal_session(store: Store, principal: Principal, idem: IdempotencyR
     outcome = Outcome(body=PortalSession(url=url).model_dump(mode="json"))
 
     def attempt(number: int) -> tuple[Outcome, Writes]:
-        nonlocal docs
         writes = Writes()
-        if idem is None or idem_key is None:
+        if idem is None:
             return outcome, writes  # nothing of ours to write
         if number:  # a same-key request recorded its answer first: that one is the answer
-            docs = store.get_many(keys)
-            if replayed := idempotency.replay(docs[idem_key], idem, at):
+            read.again()
+            if replayed := read.replayed():
                 return replayed, writes
-        writes.replace(idem_key, idempotency.record(idem, outcome, at), docs[idem_key])
+        read.record(writes, outcome)
         return outcome, writes
 
     return commits.run(store, attempt, busy="Too many concurrent requests with this Idempotency-Key; retry.")
