@@ -20,6 +20,8 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+from bench import ms
+
 SAMPLES = 300
 WARM_UP = 30
 
@@ -29,11 +31,6 @@ def run() -> None:
 
     with ensure_emulator():
         _run()
-
-
-def _ms(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return 1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _artifact(store: Any, account_id: str, workflow_id: str, name: str, actor: str) -> str:
@@ -123,9 +120,9 @@ def _run() -> None:
     print("for comparison between runs; the two requests alternate)")
     for name in paths:
         calls = " + ".join(f"{v:.0f} {k}" for k, v in per[name].items())
-        print(f"  {name:13s} p50 {_ms(times[name], 0.5):6.2f} ms   p99 {_ms(times[name], 0.99):6.2f} ms   "
+        print(f"  {name:13s} p50 {ms(times[name], 0.5):6.2f} ms   p99 {ms(times[name], 0.99):6.2f} ms   "
               f"(n={SAMPLES})   RPCs each: {calls}")
-    ratio = _ms(times["GET context"], 0.5) / _ms(times["GET workflow"], 0.5)
+    ratio = ms(times["GET context"], 0.5) / ms(times["GET workflow"], 0.5)
     print(f"  ratio context/workflow at p50: {ratio:.2f}   (the context reads 4 documents' worth of RPCs after the "
           f"key, the workflow 1; 11 events, 5 signed URLs)")
 

@@ -40,6 +40,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from bench import ms
+
 SAMPLES = 400
 HTTP_SAMPLES = 300
 WARM_UP = 40
@@ -59,13 +61,8 @@ def run() -> None:
 # ---- helpers -----------------------------------------------------------------------------------------------------
 
 
-def _ms(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return 1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def _p(samples: list[float]) -> str:
-    return f"p50 {_ms(samples, 0.5):6.2f} ms   p99 {_ms(samples, 0.99):6.2f} ms   (n={len(samples)})"
+    return f"p50 {ms(samples, 0.5):6.2f} ms   p99 {ms(samples, 0.99):6.2f} ms   (n={len(samples)})"
 
 
 def _tenant(store: Any) -> tuple[Any, str]:
