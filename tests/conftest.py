@@ -13,6 +13,7 @@ from google.cloud import firestore
 from tests.helpers import Api, Tenant, assert_event_log
 from tests.index_coverage import pytest_sessionfinish  # noqa: F401 (the hook: every recorded query has its index)
 from tests.index_coverage import record as record_queries
+from tests.model_standin import ModelStandin
 from tools.emulator import Emulator, MissingPrerequisite
 
 os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "qorch-test")
@@ -134,3 +135,12 @@ def clock(monkeypatch):
     real = product_clock.now
     monkeypatch.setattr(product_clock, "now", lambda: real() + moved.offset)
     return moved
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    """The model APIs' local stand-in (Anthropic and OpenAI wire formats), with the agents' base URLs pointed at it."""
+    with ModelStandin() as m:
+        for name, value in m.env().items():
+            monkeypatch.setenv(name, value)
+        yield m

@@ -23,7 +23,7 @@ import pytest
 from agents.runner import Runner, Settings
 from shared.domain.state_machine import Role
 from tests.agents import Agent
-from tests.model_standin import KEY, ModelStandin, call, fail, pairing_errors, say
+from tests.model_standin import KEY, call, fail, pairing_errors, say
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("s3")
@@ -31,14 +31,6 @@ pytestmark = pytest.mark.usefixtures("s3")
 PROVIDERS = [("anthropic", "chat"), ("openai", "chat"), ("openai", "responses")]
 IDS = ["anthropic", "openai-chat", "openai-responses"]
 API = {("anthropic", "chat"): "anthropic", ("openai", "chat"): "chat", ("openai", "responses"): "responses"}
-
-
-@pytest.fixture
-def standin(monkeypatch):
-    with ModelStandin() as m:
-        for name, value in m.env().items():
-            monkeypatch.setenv(name, value)
-        yield m
 
 
 def at_design(api, tenant) -> dict:

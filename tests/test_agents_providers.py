@@ -11,7 +11,7 @@ import pytest
 
 from agents.providers import ProviderError, make_provider
 from agents.tools import ARGUMENTS, DESCRIPTIONS
-from tests.model_standin import Call, ModelStandin, call, fail, pairing_errors, say
+from tests.model_standin import Call, call, fail, pairing_errors, say
 
 
 @dataclass
@@ -37,14 +37,6 @@ def tool_definitions(fmt: str) -> list[dict]:
             out.append({"type": "function", "name": name, "description": DESCRIPTIONS[name], "parameters": schema,
                         "strict": False})
     return out
-
-
-@pytest.fixture
-def standin(monkeypatch):
-    with ModelStandin() as m:
-        for name, value in m.env().items():
-            monkeypatch.setenv(name, value)
-        yield m
 
 
 CASES = [("anthropic", "chat", "anthropic"), ("openai", "chat", "openai"), ("openai", "responses", "openai-responses")]
