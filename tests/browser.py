@@ -103,6 +103,9 @@ class Stack:
         return self
 
     def stop(self) -> None:
+        if self.log_path and Path(self.log_path).exists():  # in the test's captured output, shown if it failed
+            print(f"make run's stack on port {self.port}, the end of its log:",
+                  *Path(self.log_path).read_text(errors="replace").splitlines()[-40:], sep="\n  ")
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)  # tools.run stops moto (and what it started) on SIGTERM
             try:

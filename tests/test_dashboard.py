@@ -74,6 +74,17 @@ class Person:
     def assert_clean(self) -> None:
         assert not self.watch.problems, "\n".join(self.watch.problems)
 
+    def close(self) -> None:
+        """Close the browser, leaving evidence of where it stood: a screenshot (test-output/dashboard/last-*.png) and,
+        in the test's captured output, what the page logged (shown when the test failed)."""
+        try:
+            screenshot(self.page, f"last-{self.email.split('@')[0]}")
+        except Exception as exc:  # evidence is best effort: the test's own failure is what counts
+            print(f"no screenshot of {self.email}'s page: {exc}")
+        print(f"{self.email} was at {self.page.url}; the page logged:", *self.watch.problems or ["nothing"],
+              sep="\n  ")
+        self.context.close()
+
 
 def open_browser(browser: Any, stack: Stack, email: str, **context_args: Any) -> Person:
     context = browser.new_context(viewport={"width": 1280, "height": 900}, **context_args)
@@ -137,7 +148,7 @@ def owner(browser, stack, store) -> Iterator[Person]:
     ada.account_id = account_id  # type: ignore[attr-defined]
     yield ada
     ada.assert_clean()
-    ada.context.close()
+    ada.close()
 
 
 def agent_key(stack: Stack, owner: Person) -> str:
@@ -487,7 +498,7 @@ def test_a_viewer_sees_no_actions_and_the_api_refuses_what_they_forge(owner, bro
         assert (after["state"], after["version"]) == ("DISCOVERY", 1)
         vic.assert_clean()
     finally:
-        vic.context.close()
+        vic.close()
 
 
 def test_the_first_page_transfers_under_300_kb_of_javascript(browser, stack):
@@ -606,5 +617,5 @@ def test_the_dashboard_on_its_own_origin_calls_the_api_across_origins(browser, e
         assert not any(u.startswith(f"{page_origin}/v1/") for u in api_calls), api_calls  # never same-origin
         cora.assert_clean()  # a call CORS refused would be a console error
     finally:
-        cora.context.close()
+        cora.close()
         other.stop()
