@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from bench import ms
+from bench import ms, set_key_cache
 
 SAMPLES = 400
 HTTP_SAMPLES = 300
@@ -188,13 +188,6 @@ def _uncontended(store: Any, floor_client: Any, owner: Any, usage: list[dict] | 
     print(f"  ratio service/floor at p50: {ratio:.2f}   (goal <= {GOAL}: {'met' if ratio <= GOAL else 'NOT met'})")
 
 
-def _set_key_cache(seconds: float) -> None:
-    from shared.runtime.config import config
-
-    os.environ["QORCH_KEY_CACHE_SECONDS"] = str(seconds)
-    config.cache_clear()
-
-
 CACHE_SECONDS = {"off": 0, "on": 5}
 
 
@@ -298,7 +291,6 @@ def _http(run_id: str) -> None:
 
     from shared.adapters.firestore import Store, use_store
     from shared.domain.state_machine import State
-    from shared.runtime.config import config
     from shared.services.auth import forget_all, hash_key
     from tests.helpers import assert_event_log
     from tests.live import LiveServer
@@ -337,7 +329,7 @@ def _http(run_id: str) -> None:
                         state = _other(state)
                         headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex}
                         if where == "dev":
-                            _set_key_cache(CACHE_SECONDS[mode])
+                            set_key_cache(CACHE_SECONDS[mode])
                             rpcs_before, docs_before = Counter(store.rpcs), Counter(store.documents)
                             started = time.perf_counter()
                             r = server.request("POST", path, key=key, body={"to": state.value},
@@ -375,11 +367,7 @@ def _http(run_id: str) -> None:
                     endpoint[kind].append(own)
         use_store(None)
         forget_all()
-        if previous is None:
-            os.environ.pop("QORCH_KEY_CACHE_SECONDS", None)
-        else:
-            os.environ["QORCH_KEY_CACHE_SECONDS"] = previous
-        config.cache_clear()
+        set_key_cache(float(previous) if previous is not None else None)
     assert assert_event_log(store, owner.account_id, wf).version == 1 + transitions
     floor = statistics.median(samples["floor"])
     n = HTTP_SAMPLES
