@@ -19,9 +19,11 @@ import time
 import uuid
 from collections import Counter
 
-AGENTS = 16
-RACE_HANDOFFS = 300
-SOLO_HANDOFFS = 100
+from bench import scaled
+
+AGENTS = scaled(16, 4)
+RACE_HANDOFFS = scaled(300, 20)
+SOLO_HANDOFFS = scaled(100, 5)
 
 
 def run() -> None:

@@ -15,8 +15,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-WORKFLOWS = 10_000
-ACCOUNTS = 100
+from bench import scaled
+
+WORKFLOWS = scaled(10_000, 500)
+ACCOUNTS = scaled(100, 5)
 STALE_FRACTION = 0.01
 GOAL = 1.2
 MAX_RUNS = 5

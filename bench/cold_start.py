@@ -20,8 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import scaled
+
 ROOT = Path(__file__).resolve().parent.parent
-ROUNDS = 15
+ROUNDS = scaled(15)
 PROBE = r"""
 import sys, time
 took = []

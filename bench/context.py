@@ -21,10 +21,10 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
-from bench import ms, set_key_cache
+from bench import ms, scaled, set_key_cache
 
-SAMPLES = 300
-WARM_UP = 30
+SAMPLES = scaled(300, 10)
+WARM_UP = scaled(30, 2)
 
 
 def run() -> None:

@@ -40,13 +40,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from bench import ms, set_key_cache
+from bench import ms, scaled, set_key_cache
 
-SAMPLES = 400
-HTTP_SAMPLES = 300
-WARM_UP = 40
-WORKERS = 16
-CONTENDED = 400
+SAMPLES = scaled(400, 10)
+HTTP_SAMPLES = scaled(300, 10)
+WARM_UP = scaled(40, 2)
+WORKERS = scaled(16, 4)
+CONTENDED = scaled(400, 20)
 TX_BUDGET_SECONDS = float(os.environ.get("QORCH_BENCH_TX_SECONDS", "60"))
 GOAL = 1.2
 
