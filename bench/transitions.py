@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import statistics
@@ -318,12 +319,14 @@ def _http(run_id: str) -> None:
     documents = {"off": Counter(), "on": Counter()}
     state = State.DISCOVERY
     transitions = 0
+    rounds: list[float] = []  # when each round began: a production server idles about a round between two requests
     path = f"/v1/workflows/{wf}/transitions"
     try:
         with contextlib.redirect_stdout(log), LiveServer(create_app()) as server:  # one log line each
             assert server.request("GET", "/v1/account", key=key).status == 200  # its hourly last-used write: now
             with Recorder(store) as recorder:
                 for i in range(WARM_UP + HTTP_SAMPLES):
+                    rounds.append(time.perf_counter())
                     for kind in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
                         where, mode = kind.split("-")
                         state = _other(state)
@@ -359,6 +362,8 @@ def _http(run_id: str) -> None:
                                 samples["floor"].append(floor_took)
                                 rpcs[mode] += spent
                                 documents[mode] += used
+        idle = statistics.median(b - a for a, b in itertools.pairwise(rounds))
+        serving = _serving_alone(production["on"], idle)
     finally:
         for mode, server_process in production.items():
             server_process.stop()
@@ -387,6 +392,11 @@ def _http(run_id: str) -> None:
                   f"{1000 * statistics.median(own):6.2f} ms, {statistics.median(own) / floor:.2f}x the floor; "
                   f"the rest (HTTP server, functions-framework, Flask, client) "
                   f"{1000 * (statistics.median(took) - statistics.median(own)):.2f} ms")
+    busy, rested = serving
+    print(f"    HTTP serving alone on make run's server (a GET of an unknown path: 404, no store, reused connection): "
+          f"back to back p50 {1000 * busy:.2f} ms; after {1000 * idle:.0f} ms idle, as each server is between its "
+          f"requests in the rounds, p50 {1000 * rested:.2f} ms (an idle server's thread wake-ups; the in-process "
+          "floor pays none)")
     for mode in CACHE_SECONDS:
         per = {k: v / n for k, v in rpcs[mode].items()}
         reads, writes = documents[mode]["read"] / n, documents[mode]["written"] / n
@@ -395,6 +405,22 @@ def _http(run_id: str) -> None:
               f"{', '.join(f'{k} {v:.2f}' for k, v in sorted(per.items()))}; documents read {reads:.2f}, written "
               f"{writes:.2f}; a million transitions: ${cost:.2f} at Firestore list prices (Step Functions Standard: "
               "$25.00)")
+
+
+def _serving_alone(server: ProductionServer, idle: float) -> tuple[float, float]:
+    """p50 of a request that does no store work (404), back to back and after `idle` seconds of quiet, in s."""
+    server.request("GET", "/v1/state-machine", {}, None, reuse=True)  # connected outside the timed requests
+    medians = []
+    for pause in (0.0, idle):
+        took = []
+        for _ in range(scaled(200, 10)):
+            time.sleep(pause)
+            started = time.perf_counter()
+            status, _ = server.request("GET", "/v1/no-such-resource", {}, None, reuse=True)
+            took.append(time.perf_counter() - started)
+            assert status == 404
+        medians.append(statistics.median(took))
+    return medians[0], medians[1]
 
 
 # ---- 4: contention -----------------------------------------------------------------------------------------------
