@@ -101,6 +101,18 @@ export function progress(state) {
 
 // ---- feedback --------------------------------------------------------------------------------------------------
 
+// A person's action that leaves the page when it works (a redirect, a navigation): its button is disabled while it
+// runs so a second click sends nothing; a refusal shows in `status` and gives the button back.
+export async function act(btn, status, action) {
+  btn.disabled = true;
+  try {
+    await action();
+  } catch (err) {
+    replace(status, problemBox(err));
+    btn.disabled = false;
+  }
+}
+
 // A refusal from the API shows its problem's title and detail (and each field error), in an alert.
 export function problemBox(err) {
   const p = err && err.problem ? err.problem : { title: 'Something went wrong', detail: String(err && err.message) };

@@ -3,7 +3,7 @@
 import * as api from '../api.js';
 import { isOwner, refreshAccount, roles } from '../main.js';
 import {
-  ago, confirmDialog, emptyState, h, money, num, pretty, problemBox, replace, toast, when,
+  act, ago, confirmDialog, emptyState, h, money, num, pretty, problemBox, replace, toast, when,
 } from '../ui.js';
 
 const SOLD_PLANS = [['starter', 'Starter'], ['pro', 'Pro']];
@@ -84,16 +84,7 @@ function billing(acct, slot) {
   const e = acct.entitlement;
   const subscribed = Boolean(e.subscription_id);
   const status = h('div');
-  const go = async (btn, request) => {
-    btn.disabled = true;
-    try {
-      const session = await request();
-      window.location.assign(session.url);
-    } catch (err) {
-      replace(status, problemBox(err));
-      btn.disabled = false;
-    }
-  };
+  const go = (btn, request) => act(btn, status, async () => window.location.assign((await request()).url));
   const buttons = [];
   if (!subscribed || ['canceled', 'incomplete_expired'].includes(e.status)) {
     for (const [plan, label] of SOLD_PLANS) {

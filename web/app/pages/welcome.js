@@ -2,41 +2,30 @@
 // OWNER; it can create workflows once it pays, through Stripe Checkout on the account page).
 import * as api from '../api.js';
 import { useAccount } from '../main.js';
-import { h, pretty, problemBox, replace } from '../ui.js';
+import { act, h, pretty, replace } from '../ui.js';
 
 export default async function welcome(root, { session, navigate }) {
   const status = h('div', { 'aria-live': 'polite' });
   const name = h('input', { id: 'acct-name', required: true, maxlength: 200, placeholder: 'Acme Inc.',
     autocomplete: 'organization' });
-  const form = h('form', { class: 'stack', onsubmit: async (e) => {
+  const form = h('form', { class: 'stack', onsubmit: (e) => {
     e.preventDefault();
-    const btn = form.querySelector('button');
-    btn.disabled = true;
-    try {
+    return act(form.querySelector('button'), status, async () => {
       const made = await api.post('/accounts', { name: name.value.trim() });
       await useAccount(made.id);
       navigate('/account', { replace: true });
-    } catch (err) {
-      replace(status, problemBox(err));
-      btn.disabled = false;
-    }
+    });
   } },
   h('div', { class: 'field' }, h('label', { for: 'acct-name' }, 'Team or company name'), name),
   h('button', { class: 'btn primary', type: 'submit' }, 'Create account'));
 
   const me = session.person || await api.get('/me');
   const invitations = me.invitations || [];
-  const join = async (btn, inv) => {
-    btn.disabled = true;
-    try {
-      await api.post('/members/accept', { account_id: inv.account_id });
-      await useAccount(inv.account_id);
-      navigate('/', { replace: true });
-    } catch (err) {
-      replace(status, problemBox(err));
-      btn.disabled = false;
-    }
-  };
+  const join = (btn, inv) => act(btn, status, async () => {
+    await api.post('/members/accept', { account_id: inv.account_id });
+    await useAccount(inv.account_id);
+    navigate('/', { replace: true });
+  });
 
   replace(root, h('section', { class: 'card narrow' },
     h('h1', {}, 'Welcome to qorch'),
