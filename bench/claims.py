@@ -92,14 +92,13 @@ def _report(title: str, seconds: float, rpcs: Counter, got: list[int], claims: i
 
 
 def _run() -> None:
-    from google.cloud import firestore
 
-    from shared.adapters.firestore import Store
+    from shared.adapters.firestore import Store, firestore_client
     from shared.domain.state_machine import Role
     from shared.services import accounts
     from shared.services.auth import Principal
 
-    store = Store(firestore.Client(project=f"bench-claims-{uuid.uuid4().hex[:8]}"))
+    store = Store(firestore_client(f"bench-claims-{uuid.uuid4().hex[:8]}"))
     account = accounts.create_account(store, "Bench", entitled=True)
     _, owner_key = accounts.create_key(store, account.id, [Role.OWNER], name="owner")
     owner = Principal(account_id=account.id, key_id=owner_key.key_id, roles=frozenset({Role.OWNER}))

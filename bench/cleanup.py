@@ -75,10 +75,10 @@ def run() -> dict[str, Any]:
 def _run() -> dict[str, Any]:
     from google.cloud import firestore
 
-    from shared.adapters.firestore import Store
+    from shared.adapters.firestore import Store, firestore_client
     from shared.services import cleanup
 
-    client = firestore.Client(project=f"bench-cleanup-{uuid.uuid4().hex[:8]}")
+    client = firestore_client(f"bench-cleanup-{uuid.uuid4().hex[:8]}")
     now = datetime.now(UTC)
     started = time.perf_counter()
     stale = _seed(client, now, random.Random(5))

@@ -79,9 +79,8 @@ def _seed(store: Any) -> tuple[str, str, str]:
 
 
 def _run() -> None:
-    from google.cloud import firestore
 
-    from shared.adapters.firestore import Store, use_store
+    from shared.adapters.firestore import Store, firestore_client, use_store
     from shared.adapters.objectstore import ObjectStore, ObjectStoreConfig, use_object_store
     from tests.live import LiveServer
     from tools.router import create_app
@@ -90,7 +89,7 @@ def _run() -> None:
     # like and the counts below are exact (bench.transitions measures the cache).
     previous = os.environ.get("QORCH_KEY_CACHE_SECONDS")
     set_key_cache(0)
-    store = Store(firestore.Client(project=f"bench-context-{uuid.uuid4().hex[:8]}"))
+    store = Store(firestore_client(f"bench-context-{uuid.uuid4().hex[:8]}"))
     wf, dev_key, _ = _seed(store)
     use_store(store)
     # Signing is local: nothing listens at this endpoint and nothing is sent to it.

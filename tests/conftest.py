@@ -59,9 +59,9 @@ def project_id() -> str:
 
 @pytest.fixture
 def store(emulator: Emulator, project_id: str) -> Iterator:
-    from shared.adapters.firestore import Store, use_store
+    from shared.adapters.firestore import Store, firestore_client, use_store
 
-    s = Store(firestore.Client(project=project_id), timeout_seconds=3)
+    s = Store(firestore_client(project_id), timeout_seconds=3)
     use_store(s)
     yield s
     use_store(None)

@@ -19,6 +19,7 @@ from typing import Any
 from google.cloud import firestore
 from werkzeug.serving import make_server
 
+from shared.adapters.firestore import firestore_client
 from tests.helpers import Response
 
 # ---- the local router over real HTTP ------------------------------------------------------------------------------
@@ -227,7 +228,7 @@ def firestore_client_via(address: str, project: str) -> Iterator[firestore.Clien
     previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
     os.environ["FIRESTORE_EMULATOR_HOST"] = address
     try:
-        client = firestore.Client(project=project)
+        client = firestore_client(project)
     finally:
         if previous is None:
             os.environ.pop("FIRESTORE_EMULATOR_HOST", None)

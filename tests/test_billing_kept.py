@@ -13,9 +13,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from google.cloud import firestore
 
-from shared.adapters.firestore import Store
+from shared.adapters.firestore import Store, firestore_client
 from shared.services import billing as billing_service
 from tests import billing_support, test_store_down
 from tests.billing_support import (
@@ -40,7 +39,7 @@ outage = test_store_down.outage  # fixture: the product's store behind a cuttabl
 
 @pytest.fixture
 def other_instance(emulator, project_id) -> Store:
-    return Store(firestore.Client(project=project_id), timeout_seconds=10)
+    return Store(firestore_client(project_id), timeout_seconds=10)
 
 
 class Hosted:

@@ -6,9 +6,8 @@ import json
 from datetime import datetime, timedelta
 
 import pytest
-from google.cloud import firestore
 
-from shared.adapters.firestore import Store, use_store
+from shared.adapters.firestore import Store, firestore_client, use_store
 from tests import billing_support
 from tests.billing_support import (
     DAY,
@@ -303,7 +302,7 @@ def test_an_unreachable_store_is_503_and_the_retry_applies_once(api, billing_env
     ev = active_event(tenant.account_id, uid("cus"), uid("sub"))
     before = snapshot_all(api.store)
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:9")  # nothing listens there
-    dead = Store(firestore.Client(project=project_id), timeout_seconds=0.5)
+    dead = Store(firestore_client(project_id), timeout_seconds=0.5)
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", emulator.address)
     use_store(dead)
     try:

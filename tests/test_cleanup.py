@@ -9,9 +9,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.cloud import firestore
-
-from shared.adapters.firestore import Store
+from shared.adapters.firestore import Store, firestore_client
 from shared.services import accounts, cleanup
 from tests.helpers import assert_event_log, raw, ref, snapshot_all, stored_events, stored_workflow, together
 
@@ -364,7 +362,7 @@ def test_two_overlapping_runs_never_do_anything_twice_and_never_fail(api, tenant
     for i in range(5):
         _idempotent_create(api, tenant, f"key-{i}")
         _record(store, acct, f"key-{i}").update({"expires_at": _ago(1)})
-    stores = [Store(firestore.Client(project=project_id), timeout_seconds=3) for _ in range(2)]  # one per run
+    stores = [Store(firestore_client(project_id), timeout_seconds=3) for _ in range(2)]  # one per run
     reports = together(2, lambda i: cleanup.run(stores[i]), timeout=120)
     assert len(reports) == 2
     total = {task: sum(r.tasks[task].done for r in reports) for task in cleanup.TASKS}

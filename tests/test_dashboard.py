@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from google.cloud import firestore
 from playwright.sync_api import expect
 
 from tests.browser import OUTPUT, Stack, Watch, chromium, chromium_path, screenshot, sign_in_link
@@ -54,9 +53,9 @@ def browser(stack) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def store(stack):
     """The stack's Firestore project, for what an operator does by hand (granting entitlement)."""
-    from shared.adapters.firestore import Store
+    from shared.adapters.firestore import Store, firestore_client
 
-    return Store(firestore.Client(project=stack.project), timeout_seconds=5)
+    return Store(firestore_client(stack.project), timeout_seconds=5)
 
 
 @dataclass
@@ -586,7 +585,7 @@ def test_the_dashboard_on_its_own_origin_calls_the_api_across_origins(browser, e
     lets the page's calls through (preflights included: they carry a token, a JSON body, an Idempotency-Key and the
     X-Qorch-Account header). Here the page comes from http://localhost:P and the API is http://127.0.0.1:P/v1;
     make run allows its own two origins."""
-    from shared.adapters.firestore import Store
+    from shared.adapters.firestore import Store, firestore_client
     from shared.services import accounts
 
     port = free_port()
@@ -603,7 +602,7 @@ def test_the_dashboard_on_its_own_origin_calls_the_api_across_origins(browser, e
         page.get_by_label("Team or company name").fill("Cora's team")
         page.get_by_role("button", name="Create account").click()
         page.wait_for_url(f"{page_origin}/account")
-        store = Store(firestore.Client(project=other.project), timeout_seconds=5)
+        store = Store(firestore_client(other.project), timeout_seconds=5)
         accounts.set_account(store, page.locator("#who").get_attribute("data-account"), entitled=True)
         page.get_by_role("link", name="Workflows").click()
         page.get_by_role("button", name="New workflow").click()
