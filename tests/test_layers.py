@@ -4,7 +4,7 @@ level or inside a function, is checked.
 - Floors, lowest first: `shared.domain` < `shared.runtime` < `shared.adapters` < `shared.services` < `shared.http`.
   A module imports product code of its own floor or a lower one only; so the domain imports no other layer.
 - Only `shared.adapters` imports the SDKs of other systems: `google.cloud` / `google.api_core`, `google.auth` /
-  `google.oauth2` (the ID token verifier), `stripe`, `boto3` / `botocore`.
+  `google.oauth2` (the ID token verifier), `grpc` (the Firestore client's channel), `stripe`, `boto3` / `botocore`.
 - The entry points (`functions/`, `main.py`) import only `shared.http`, `shared.services` and `shared.runtime`.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FLOORS = ("shared.domain", "shared.runtime", "shared.adapters", "shared.services", "shared.http")
 ENTRY_POINTS_MAY_IMPORT = ("shared.http", "shared.services", "shared.runtime")
-SDKS = ("google.cloud", "google.api_core", "google.auth", "google.oauth2", "stripe", "boto3", "botocore")
+SDKS = ("google.cloud", "google.api_core", "google.auth", "google.oauth2", "grpc", "stripe", "boto3", "botocore")
 
 
 def _under(name: str, prefix: str) -> bool:
