@@ -9,12 +9,13 @@
    Twice, in alternating order: on the library's default client (the floor the issues name), and on the product's
    channel (`firestore_client`: a read polled on the thread that asked), which says what the channel alone saves.
    The ratio service/floor (p50) says what the product adds (goal <= 1.2).
-3. HTTP level: HTTP_SAMPLES interleaved rounds over real HTTP, each with the key cache off and on: through the local
-   router in this process (werkzeug's development server, as the tests serve it), each followed by the floor (one
-   batched read of the key, the workflow and the Idempotency-Key record, one commit of the same writes); and through
-   the router as `make run` serves it (functions-framework's production server, as Cloud Functions does, in its own
-   process), on a new connection and on a reused one. p50/p99, the ratio of each to the floor, how much of it is the
-   endpoint itself, reads and writes per transition and what a million cost at Firestore's list prices.
+3. HTTP level, over real HTTP with the key cache off and on, against the floor (one batched read of the key, the
+   workflow and the Idempotency-Key record, one commit of the same writes): first HTTP_SAMPLES interleaved rounds of
+   the issue's comparison alone (the router as `make run` serves it, functions-framework's production server in its
+   own process, on a reused connection; and the floor), then HTTP_SAMPLES rounds of six kinds for what each part
+   costs (also a new connection per request, and the router in this process on werkzeug's development server, as the
+   tests serve it). p50/p99, the ratio of each to both floors, how much of it is the endpoint itself, HTTP serving
+   alone, reads and writes per transition and what a million cost at Firestore's list prices.
 4. Contention: WORKERS threads make CONTENDED transitions on one workflow, each a toggle that re-reads on a lost race
    (the product's write: batched read, decide, precondition commit); then the textbook `@firestore.transactional`
    read-modify-write of the same documents. The transactional run is bounded by TX_BUDGET_SECONDS (workers take no
@@ -329,7 +330,6 @@ class Rounds:
     """What one set of interleaved rounds measured: each kind's samples and the endpoint's own latency (its log line's
     `latency_ms`), the floors, and the RPCs and documents counted in this process per cache mode."""
 
-    kinds: list[str]
     floors: Floors
     samples: dict[str, list[float]]
     endpoint: dict[str, list[float]]
@@ -454,7 +454,7 @@ def _rounds(kinds: list[str], run_id: str, store: Any, owner: Any, key: str, key
     floors = Floors(f"bench-http-floor-{run_id}")
     floors.copy(store.client)
     timed = [kind for kind in kinds if kind != "service"]
-    rounds = Rounds(kinds, floors, {kind: [] for kind in timed}, {kind: [] for kind in timed})
+    rounds = Rounds(floors, {kind: [] for kind in timed}, {kind: [] for kind in timed})
     tag = "a:" if "service" in kinds else "b:"
     log = io.StringIO()
     state = State(store.get(store.workflow(owner.account_id, wf)).data["state"])
