@@ -383,6 +383,11 @@ def _http(run_id: str) -> None:
             both = _rounds(["dev-off", "dev-on", "prod-off", "prod-on", "kept-off", "kept-on"], f"{run_id}-b",
                            store, owner, key, key_path, wf, production, server)
         serving = _serving_alone(production["on"], both.idle)
+        bare = BareServer()
+        try:
+            bare_serving = _serving_alone(bare, both.idle)
+        finally:
+            bare.stop()
     finally:
         for server_process in production.values():
             server_process.stop()
@@ -408,11 +413,12 @@ def _http(run_id: str) -> None:
                    "prod": "make run's router (functions-framework's production server, tools/serve.py), new "
                            "connection",
                    "kept": "make run's router, reused connection (as SDKs and agents keep theirs)"})
-    back_to_back, rested = serving
-    print(f"    HTTP serving alone on make run's server (a GET of an unknown path: 404, no store, reused connection): "
-          f"back to back p50 {1000 * back_to_back:.2f} ms; after {1000 * both.idle:.0f} ms idle, as each server is "
-          f"between its requests in the rounds of six, p50 {1000 * rested:.2f} ms (an idle server's thread wake-ups; "
-          "the in-process floor pays none)")
+    print(f"    HTTP serving alone (a GET of an unknown path: 404, no store, reused connection), back to back and "
+          f"after {1000 * both.idle:.0f} ms idle, as each server is between its requests in the rounds of six (an idle "
+          "server's wake-ups; the in-process floor pays none):")
+    for label, (back_to_back, rested) in (("make run's server", serving), ("a bare socket server", bare_serving)):
+        print(f"      {label + ':':22s} back to back p50 {1000 * back_to_back:.2f} ms, after idle p50 "
+              f"{1000 * rested:.2f} ms (+{1000 * (rested - back_to_back):.2f})")
     for mode in CACHE_SECONDS:
         rpcs, documents = busy.rpcs[mode] + both.rpcs[mode], busy.documents[mode] + both.documents[mode]
         counted = busy.counted[mode] + both.counted[mode]
@@ -509,6 +515,51 @@ def _rounds(kinds: list[str], run_id: str, store: Any, owner: Any, key: str, key
                     rounds.samples[kind].append(took)
     rounds.idle = statistics.median(b - a for a, b in itertools.pairwise(started_rounds))
     return rounds
+
+
+# A bare HTTP/1.1 server: a thread per connection, the same short 404 to every request, no framework. Timed like make
+# run's server, it says what this machine's wake-ups cost by themselves, apart from gunicorn, functions-framework and
+# Flask.
+BARE_SERVER = """
+import socket, sys, threading
+ANSWER = (b"HTTP/1.1 404 Not Found\\r\\nContent-Type: application/problem+json\\r\\nContent-Length: 2\\r\\n\\r\\n{}")
+def serve(conn):
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    pending = b""
+    while data := conn.recv(65536):
+        pending += data
+        while b"\\r\\n\\r\\n" in pending:  # bodiless requests only
+            _, pending = pending.split(b"\\r\\n\\r\\n", 1)
+            conn.sendall(ANSWER)
+listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
+"""
+
+
+class BareServer(ProductionServer):
+    """BARE_SERVER in a process of its own, spoken to like make run's server."""
+
+    def __init__(self) -> None:  # not the base's, which starts make run's server
+        import socket
+        import subprocess
+        import sys
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.process = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(self.port)])
+        self.kept = None
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("the bare server did not start") from None
+                time.sleep(0.05)
 
 
 def _serving_alone(server: ProductionServer, idle: float) -> tuple[float, float]:
