@@ -355,7 +355,7 @@ class Store:
 
 # Reads are server-streaming RPCs (BatchGetDocuments, RunQuery). By default gRPC's Python API starts a new thread for
 # each such call to poll it and hands every answer across threads; the store always drains a read on the thread that
-# asked for it, so that thread polls the call itself: no thread start and two fewer thread wake-ups per read.
+# asked for it, so that thread polls the call itself: no thread start and fewer thread hand-offs per read.
 # `make bench` (bench.transitions) measures a batched read both ways in the same run.
 _CHANNEL_OPTIONS = [(grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]
 
