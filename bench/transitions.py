@@ -238,38 +238,28 @@ def _uncontended(store: Any, floors: Floors, owner: Any, usage: list[dict] | Non
 CACHE_SECONDS = {"off": 0, "on": 5}
 
 
-class ProductionServer:
-    """The router as `make run` serves it, in a process of its own: functions-framework's production server
-    (gunicorn), as Cloud Functions serves a function (tools/serve.py), against the same emulator and project, with
-    the key cache as given; a client on a new connection per request, or on one connection it keeps (as SDKs and
-    agents do)."""
+class ServerProcess:
+    """An HTTP server in a process of its own on a free port, started by `start(port)` and ready once a GET of
+    `ready_path` answers `ready_status`; with a client on a new connection per request, or on one connection it keeps
+    (as SDKs and agents do)."""
 
-    def __init__(self, project: str, cache_seconds: float) -> None:
-        import socket
-        import subprocess
+    def __init__(self, name: str, start: Callable[[int], Any], ready_path: str, ready_status: int) -> None:
+        from tools.emulator import free_port
 
-        from tools import serve
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        import tempfile
-
-        env = {**os.environ, "GOOGLE_CLOUD_PROJECT": project, "QORCH_KEY_CACHE_SECONDS": str(cache_seconds)}
-        self.log = tempfile.TemporaryFile(mode="w+")  # its request log lines: each says the endpoint's own latency
-        self.process = serve.start(self.port, env, stdout=self.log, stderr=subprocess.DEVNULL)
+        self.port = free_port()
         self.kept: Any = None
+        self.process = start(self.port)
         deadline = time.monotonic() + 120
         while True:  # ready when it answers
             try:
-                if self.request("GET", "/v1/state-machine", {}, None, reuse=False)[0] == 200:
+                if self.request("GET", ready_path, {}, None, reuse=False)[0] == ready_status:
                     return
             except OSError:
                 pass
             if time.monotonic() > deadline or self.process.poll() is not None:
                 self.stop()
-                raise RuntimeError("the production server (tools/serve.py) did not start")
-            time.sleep(0.2)
+                raise RuntimeError(f"{name} did not start")
+            time.sleep(0.05)
 
     def request(self, method: str, path: str, headers: dict[str, str], body: Any, *, reuse: bool) -> tuple[int, Any]:
         import http.client
@@ -313,6 +303,24 @@ class ProductionServer:
             self.process.wait(timeout=30)
         except Exception:
             self.process.kill()
+
+
+class ProductionServer(ServerProcess):
+    """The router as `make run` serves it, in a process of its own: functions-framework's production server
+    (gunicorn), as Cloud Functions serves a function (tools/serve.py), against the same emulator and project, with
+    the key cache as given."""
+
+    def __init__(self, project: str, cache_seconds: float) -> None:
+        import subprocess
+        import tempfile
+
+        from tools import serve
+
+        env = {**os.environ, "GOOGLE_CLOUD_PROJECT": project, "QORCH_KEY_CACHE_SECONDS": str(cache_seconds)}
+        self.log = tempfile.TemporaryFile(mode="w+")  # its request log lines: each says the endpoint's own latency
+        super().__init__("the production server (tools/serve.py)",
+                         lambda port: serve.start(port, env, stdout=self.log, stderr=subprocess.DEVNULL),
+                         "/v1/state-machine", 200)
 
     def transition_latencies(self) -> list[float]:
         """The endpoint's own `latency_ms` of each transition it served, in order (from its log lines), in s."""
@@ -383,7 +391,7 @@ def _http(run_id: str) -> None:
             both = _rounds(["dev-off", "dev-on", "prod-off", "prod-on", "kept-off", "kept-on"], f"{run_id}-b",
                            store, owner, key, key_path, wf, production, server)
         serving = _serving_alone(production["on"], both.idle)
-        bare = BareServer()
+        bare = _bare_server()
         try:
             bare_serving = _serving_alone(bare, both.idle)
         finally:
@@ -537,32 +545,18 @@ while True:
 """
 
 
-class BareServer(ProductionServer):
+def _bare_server() -> ServerProcess:
     """BARE_SERVER in a process of its own, spoken to like make run's server."""
+    import subprocess
+    import sys
 
-    def __init__(self) -> None:  # not the base's, which starts make run's server
-        import socket
-        import subprocess
-        import sys
+    def start(port: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)])
 
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.process = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(self.port)])
-        self.kept = None
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("the bare server did not start") from None
-                time.sleep(0.05)
+    return ServerProcess("the bare server", start, "/", 404)
 
 
-def _serving_alone(server: ProductionServer, idle: float) -> tuple[float, float]:
+def _serving_alone(server: ServerProcess, idle: float) -> tuple[float, float]:
     """p50 of a request that does no store work (404), back to back and after `idle` seconds of quiet, in s."""
     server.request("GET", "/v1/state-machine", {}, None, reuse=True)  # connected outside the timed requests
     medians = []
