@@ -199,7 +199,7 @@ USAGE = [{"model": "claude-opus-5-5", "input_tokens": 12_000, "output_tokens": 8
          {"model": "my-local-llama", "input_tokens": 500, "output_tokens": 200}]
 
 
-def _uncontended(store: Any, floors: Floors, owner: Any, usage: list[dict] | None = None) -> None:
+def _uncontended(store: Any, floor_project: str, owner: Any, usage: list[dict] | None = None) -> None:
     from shared.domain.models import TransitionRequest
     from shared.domain.pricing import Usage
     from shared.domain.state_machine import State
@@ -207,9 +207,8 @@ def _uncontended(store: Any, floors: Floors, owner: Any, usage: list[dict] | Non
     from tests.helpers import assert_event_log
 
     wf = _new_workflow(store, owner)
+    floors = Floors(floor_project)
     floors.copy(store.client)
-    for samples in floors.samples.values():
-        samples.clear()
     state = State(get_workflow(store, owner, wf)["state"])
     service: list[float] = []
     store.rpcs.clear()
@@ -403,10 +402,12 @@ def _http(run_id: str) -> None:
         forget_all()
         set_key_cache(float(previous) if previous is not None else None)
     for mode, server_process in production.items():  # each production transition's own latency, from its log
-        served = [kind for rounds in (busy, both) for kind in rounds.sent[mode]]
-        for kind, own in zip(served, server_process.transition_latencies(), strict=True):
-            if kind:
-                (busy if kind.startswith("a:") else both).endpoint[kind[2:]].append(own)
+        latencies = server_process.transition_latencies()
+        first = len(busy.sent[mode])  # served in this order: the rounds of three, then those of six
+        for rounds, theirs in ((busy, latencies[:first]), (both, latencies[first:])):
+            for kind, own in zip(rounds.sent[mode], theirs, strict=True):
+                if kind:
+                    rounds.endpoint[kind].append(own)
     assert assert_event_log(store, owner.account_id, wf).version == 1 + busy.transitions + both.transitions
     n = HTTP_SAMPLES
     print(f"  HTTP transition vs the floor (Idempotency-Key sent), {n} interleaved rounds of three: make run's router "
@@ -469,7 +470,6 @@ def _rounds(kinds: list[str], run_id: str, store: Any, owner: Any, key: str, key
     floors.copy(store.client)
     timed = [kind for kind in kinds if kind != "service"]
     rounds = Rounds(floors, {kind: [] for kind in timed}, {kind: [] for kind in timed})
-    tag = "a:" if "service" in kinds else "b:"
     log = io.StringIO()
     state = State(store.get(store.workflow(owner.account_id, wf)).data["state"])
     started_rounds: list[float] = []
@@ -517,7 +517,7 @@ def _rounds(kinds: list[str], run_id: str, store: Any, owner: Any, key: str, key
                     status, body = production[mode].request("POST", path, headers, {"to": state.value}, reuse=reuse)
                     took = time.perf_counter() - started
                     assert status == 200, body
-                    rounds.sent[mode].append(tag + kind if keep else "")
+                    rounds.sent[mode].append(kind if keep else "")
                 rounds.transitions += 1
                 if keep and kind in rounds.samples:
                     rounds.samples[kind].append(took)
@@ -703,11 +703,10 @@ def _run() -> None:
 
     run_id = uuid.uuid4().hex[:8]
     store = Store(firestore_client(f"bench-transitions-{run_id}"))
-    floors = Floors(f"bench-floor-{run_id}")
     owner, _ = _tenant(store)
     print("transition benchmark (Firestore emulator on this machine; wall-clock, for comparison between runs)")
-    _uncontended(store, floors, owner)
-    _uncontended(store, floors, owner, USAGE)
+    _uncontended(store, f"bench-floor-{run_id}", owner)
+    _uncontended(store, f"bench-floor-usage-{run_id}", owner, USAGE)
     _http(run_id)
     _contention(store, owner)
 
