@@ -12,10 +12,12 @@
 3. HTTP level, over real HTTP with the key cache off and on, against the floor (one batched read of the key, the
    workflow and the Idempotency-Key record, one commit of the same writes): first HTTP_SAMPLES interleaved rounds of
    the issue's comparison alone (the router as `make run` serves it, functions-framework's production server in its
-   own process, on a reused connection; and the floor), then HTTP_SAMPLES rounds of six kinds for what each part
-   costs (also a new connection per request, and the router in this process on werkzeug's development server, as the
-   tests serve it). p50/p99, the ratio of each to both floors, how much of it is the endpoint itself, HTTP serving
-   alone, reads and writes per transition and what a million cost at Firestore's list prices.
+   own process, on a reused connection; and the floor, measured in this process right after the same transition and
+   again in a process of its own that idles between its requests as the servers do), then HTTP_SAMPLES rounds of six
+   kinds for what each part costs (also a new connection per request, and the router in this process on werkzeug's
+   development server, as the tests serve it). p50/p99, the ratio of each to the floors, how much of it is the
+   endpoint itself, HTTP serving alone (make run's server, gunicorn without Flask, a bare socket server), reads and
+   writes per transition and what a million cost at Firestore's list prices.
 4. Contention: WORKERS threads make CONTENDED transitions on one workflow, each a toggle that re-reads on a lost race
    (the product's write: batched read, decide, precondition commit); then the textbook `@firestore.transactional`
    read-modify-write of the same documents. The transactional run is bounded by TX_BUDGET_SECONDS (workers take no
@@ -190,6 +192,72 @@ def _floor(client: Any, read: list[str], ops: list[tuple[str, str, Any, bool]]) 
     return time.perf_counter() - started
 
 
+
+def _pickle_sentinels() -> None:
+    """Firestore's sentinels (DELETE_FIELD, ...) are compared by identity: unpickled, each is the module's own again."""
+    import copyreg
+
+    from google.cloud.firestore_v1 import transforms
+
+    copyreg.pickle(transforms.Sentinel, lambda sentinel: (_sentinel, (sentinel.description,)))
+
+
+def _sentinel(description: str) -> Any:
+    from google.cloud.firestore_v1 import transforms
+
+    return next(value for value in vars(transforms).values()
+                if isinstance(value, transforms.Sentinel) and value.description == description)
+
+
+class FloorProcess:
+    """The floor in a process of its own, on the library's default client, over a copy of the data: it waits for a
+    request on its stdin (a pickled read and writes), makes the floor's two RPCs, answers their duration measured in
+    it. Between requests it idles as each HTTP server does, so its RPCs pay what an idle process pays (its gRPC
+    threads and caches gone cold), which the floor measured in this busy process does not."""
+
+    def __init__(self, project: str, source: Any) -> None:
+        import subprocess
+        import sys
+
+        from google.cloud import firestore
+
+        _copy_project(source, firestore.Client(project=project))
+        _pickle_sentinels()
+        self.process = subprocess.Popen([sys.executable, "-c", "import sys; from bench.transitions import "
+                                         "_serve_floor; _serve_floor(sys.argv[1])", project],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def measure(self, read: list[str], ops: list[tuple[str, str, Any, bool]]) -> float:
+        import pickle
+
+        assert self.process.stdin is not None and self.process.stdout is not None
+        pickle.dump((read, ops), self.process.stdin)
+        self.process.stdin.flush()
+        return pickle.load(self.process.stdout)
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+def _serve_floor(project: str) -> None:
+    """FloorProcess's side: until stdin closes, each pickled (read, ops) gets the floor's duration back."""
+    import pickle
+    import sys
+
+    from google.cloud import firestore
+
+    _pickle_sentinels()
+    client = firestore.Client(project=project)
+    while True:
+        try:
+            read, ops = pickle.load(sys.stdin.buffer)
+        except EOFError:
+            return
+        pickle.dump(_floor(client, read, ops), sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+
 # ---- 1-3: one change at a time -----------------------------------------------------------------------------------
 
 
@@ -354,12 +422,14 @@ def _http(run_id: str) -> None:
     """HTTP transitions against the floor, with the key cache off and on, in interleaved rounds (each round's order
     rotates) so drift on this shared machine hits every kind alike.
 
-    First the comparison the issue asks for: rounds of three: make run's router (functions-framework's production
+    First the comparison the issue asks for: rounds of four: make run's router (functions-framework's production
     server, as Cloud Functions serves a function; a process of its own per cache mode) on a reused connection, cache
     off and on, and the floor. The floor is what the issue names: one batched read of the key, the workflow and the
     Idempotency-Key record, and one commit of the very writes a transition commits, straight on the client; those
     writes come from the same transition made by the service in this process, untimed (its RPCs and documents are
-    counted here).
+    counted here). It is measured right after that transition, in this process, which never idles (the strict
+    floor), and as a fourth kind of the rounds in a process of its own that idles between its requests as each server
+    does (the idle floor: the same two RPCs from the same library, in the servers' conditions).
 
     Then the same with six kinds a round, for what each part costs: the router in this process (werkzeug's
     development server, as the tests serve it: a thread and a connection per request), cache off and on, each
@@ -385,16 +455,17 @@ def _http(run_id: str) -> None:
         with LiveServer(create_app()) as server:
             with contextlib.redirect_stdout(io.StringIO()):  # its log line
                 assert server.request("GET", "/v1/account", key=key).status == 200  # the hourly last-used write: now
-            busy = _rounds(["service", "kept-off", "kept-on"], f"{run_id}-a", store, owner, key, key_path, wf,
+            busy = _rounds(["service", "floor", "kept-off", "kept-on"], f"{run_id}-a", store, owner, key, key_path, wf,
                            production, server)
             both = _rounds(["dev-off", "dev-on", "prod-off", "prod-on", "kept-off", "kept-on"], f"{run_id}-b",
                            store, owner, key, key_path, wf, production, server)
-        serving = _serving_alone(production["on"], both.idle)
-        bare = _bare_server()
-        try:
-            bare_serving = _serving_alone(bare, both.idle)
-        finally:
-            bare.stop()
+        serving = {"make run's server": _serving_alone(production["on"], both.idle)}
+        for name, script in (("gunicorn, no Flask", GUNICORN_ALONE), ("a bare socket server", BARE_SERVER)):
+            alone = _script_server(name, script)
+            try:
+                serving[name] = _serving_alone(alone, both.idle)
+            finally:
+                alone.stop()
     finally:
         for server_process in production.values():
             server_process.stop()
@@ -403,17 +474,19 @@ def _http(run_id: str) -> None:
         set_key_cache(float(previous) if previous is not None else None)
     for mode, server_process in production.items():  # each production transition's own latency, from its log
         latencies = server_process.transition_latencies()
-        first = len(busy.sent[mode])  # served in this order: the rounds of three, then those of six
+        first = len(busy.sent[mode])  # served in this order: the first rounds, then those of six
         for rounds, theirs in ((busy, latencies[:first]), (both, latencies[first:])):
             for kind, own in zip(rounds.sent[mode], theirs, strict=True):
                 if kind:
                     rounds.endpoint[kind].append(own)
     assert assert_event_log(store, owner.account_id, wf).version == 1 + busy.transitions + both.transitions
     n = HTTP_SAMPLES
-    print(f"  HTTP transition vs the floor (Idempotency-Key sent), {n} interleaved rounds of three: make run's router "
-          f"on a reused connection (as SDKs and agents keep theirs), cache off and on, and the floor; each server "
-          f"idles {1000 * busy.idle:.0f} ms between its requests")
+    print(f"  HTTP transition vs the floor (Idempotency-Key sent), {n} interleaved rounds: make run's router on a "
+          f"reused connection (as SDKs and agents keep theirs), cache off and on, and the floor in a process of its "
+          f"own; each idles {1000 * busy.idle:.0f} ms between its requests (the floors in this process do not)")
     busy.floors.report("    ", "get_all of key+workflow+record, one commit of the same writes")
+    print(f"    floor, idle floor:      {_p(busy.samples['floor'])}   the same, on the library's default client in a "
+          "process of its own that idles between its requests as the servers do")
     _report(busy, {"kept": "make run's router, reused connection"})
     print(f"  the same in rounds of six, for what each part costs (each server idles {1000 * both.idle:.0f} ms between "
           "its requests)")
@@ -425,7 +498,7 @@ def _http(run_id: str) -> None:
     print(f"    HTTP serving alone (a GET of an unknown path: 404, no store, reused connection), back to back and "
           f"after {1000 * both.idle:.0f} ms idle, as each server is between its requests in the rounds of six (an idle "
           "server's wake-ups; the in-process floor pays none):")
-    for label, (back_to_back, rested) in (("make run's server", serving), ("a bare socket server", bare_serving)):
+    for label, (back_to_back, rested) in serving.items():
         print(f"      {label + ':':22s} back to back p50 {1000 * back_to_back:.2f} ms, after idle p50 "
               f"{1000 * rested:.2f} ms (+{1000 * (rested - back_to_back):.2f})")
     for mode in CACHE_SECONDS:
@@ -446,8 +519,10 @@ def _report(rounds: Rounds, labels: dict[str, str]) -> None:
         print(f"    {label}")
         for mode in CACHE_SECONDS:
             took, own = rounds.samples[f"{where}-{mode}"], rounds.endpoint[f"{where}-{mode}"]
+            apart = rounds.samples.get("floor")
+            also = f", {statistics.median(took) / statistics.median(apart):.2f} (idle floor)" if apart else ""
             print(f"      key cache {mode:<3} ({CACHE_SECONDS[mode]} s) {_p(took)}   ratio to the floor at p50: "
-                  f"{rounds.floors.ratios(took)}")
+                  f"{rounds.floors.ratios(took)}{also}")
             print(f"        of which the endpoint itself (its log line's latency_ms): p50 "
                   f"{1000 * statistics.median(own):6.2f} ms, {statistics.median(own) / floor:.2f}x the floor; "
                   f"the rest (HTTP server, functions-framework, Flask, client) "
@@ -456,8 +531,9 @@ def _report(rounds: Rounds, labels: dict[str, str]) -> None:
 
 def _rounds(kinds: list[str], run_id: str, store: Any, owner: Any, key: str, key_path: str, wf: str,
             production: dict[str, ProductionServer], server: Any) -> Rounds:
-    """WARM_UP + HTTP_SAMPLES rounds of `kinds`, each round's order rotated by one. A kind is `service` (the
-    transition made in this process by the service, untimed, cache on: what the floor replays), `dev-<mode>` (over
+    """WARM_UP + HTTP_SAMPLES rounds of `kinds`, each round's order rotated by one (`service` opens each round). A
+    kind is `service` (the transition made in this process by the service, untimed, cache on: what the floors
+    replay, right after it in this process and as the kind `floor` in a process of its own), `dev-<mode>` (over
     HTTP through the router in this process, then the floor replays it), `prod-<mode>` (make run's router, a new
     connection) or `kept-<mode>` (make run's router, a reused connection); <mode> is the key cache's."""
     from shared.domain.models import TransitionRequest
@@ -468,6 +544,7 @@ def _rounds(kinds: list[str], run_id: str, store: Any, owner: Any, key: str, key
 
     floors = Floors(f"bench-http-floor-{run_id}")
     floors.copy(store.client)
+    apart = FloorProcess(f"bench-http-floor-{run_id}-apart", store.client) if "floor" in kinds else None
     timed = [kind for kind in kinds if kind != "service"]
     rounds = Rounds(floors, {kind: [] for kind in timed}, {kind: [] for kind in timed})
     log = io.StringIO()
@@ -478,8 +555,15 @@ def _rounds(kinds: list[str], run_id: str, store: Any, owner: Any, key: str, key
         for i in range(WARM_UP + HTTP_SAMPLES):
             started_rounds.append(time.perf_counter())
             keep = i >= WARM_UP
-            for kind in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
+            rotated = timed[i % len(timed):] + timed[:i % len(timed)]
+            for kind in ["service", *rotated] if "service" in kinds else rotated:
                 where, _, mode = kind.partition("-")
+                if where == "floor":  # this round's service transition, replayed by the floor in its own process
+                    assert apart is not None
+                    took = apart.measure([key_path, *recorder.read], recorder.ops)
+                    if keep:
+                        rounds.samples[kind].append(took)
+                    continue
                 state = _other(state)
                 idempotency_key = uuid.uuid4().hex
                 if where in ("service", "dev"):
@@ -521,6 +605,8 @@ def _rounds(kinds: list[str], run_id: str, store: Any, owner: Any, key: str, key
                 rounds.transitions += 1
                 if keep and kind in rounds.samples:
                     rounds.samples[kind].append(took)
+    if apart is not None:
+        apart.stop()
     rounds.idle = statistics.median(b - a for a, b in itertools.pairwise(started_rounds))
     return rounds
 
@@ -545,15 +631,31 @@ while True:
 """
 
 
-def _bare_server() -> ServerProcess:
-    """BARE_SERVER in a process of its own, spoken to like make run's server."""
+# The production server alone: functions-framework's gunicorn (as tools/serve.py runs it, THREADS included) serving a
+# WSGI app that answers that 404 without Flask or functions-framework's app, so their share is set apart from its.
+GUNICORN_ALONE = """
+import sys
+from functions_framework._http.gunicorn import GunicornApplication
+def app(environ, start_response):
+    start_response("404 Not Found", [("Content-Type", "application/problem+json"), ("Content-Length", "2")])
+    return [b"{}"]
+GunicornApplication(app, "127.0.0.1", int(sys.argv[1]), False).run()
+"""
+
+
+def _script_server(name: str, script: str) -> ServerProcess:
+    """`script` (which serves on the port given as its argument) in a process of its own, spoken to like make run's
+    server."""
     import subprocess
     import sys
 
-    def start(port: int) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)])
+    from tools import serve
 
-    return ServerProcess("the bare server", start, "/", 404)
+    def start(port: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", script, str(port)],
+                                env={**os.environ, "THREADS": os.environ.get("THREADS", serve.THREADS)})
+
+    return ServerProcess(name, start, "/", 404)
 
 
 def _serving_alone(server: ServerProcess, idle: float) -> tuple[float, float]:
