@@ -193,27 +193,12 @@ def _floor(client: Any, read: list[str], ops: list[tuple[str, str, Any, bool]]) 
 
 
 
-def _pickle_sentinels() -> None:
-    """Firestore's sentinels (DELETE_FIELD, ...) are compared by identity: unpickled, each is the module's own again."""
-    import copyreg
-
-    from google.cloud.firestore_v1 import transforms
-
-    copyreg.pickle(transforms.Sentinel, lambda sentinel: (_sentinel, (sentinel.description,)))
-
-
-def _sentinel(description: str) -> Any:
-    from google.cloud.firestore_v1 import transforms
-
-    return next(value for value in vars(transforms).values()
-                if isinstance(value, transforms.Sentinel) and value.description == description)
-
-
 class FloorProcess:
     """The floor in a process of its own, on the library's default client, over a copy of the data: it waits for a
-    request on its stdin (a pickled read and writes), makes the floor's two RPCs, answers their duration measured in
-    it. Between requests it idles as each HTTP server does, so its RPCs pay what an idle process pays (its gRPC
-    threads and caches gone cold), which the floor measured in this busy process does not."""
+    request on its stdin (a pickled read and writes: plain values; a Firestore sentinel such as DELETE_FIELD, which
+    the library compares by identity, would be refused there, loudly), makes the floor's two RPCs, answers their
+    duration measured in it. Between requests it idles as each HTTP server does, so its RPCs pay what an idle process
+    pays (its gRPC threads and caches gone cold), which the floor measured in this busy process does not."""
 
     def __init__(self, project: str, source: Any) -> None:
         import subprocess
@@ -222,7 +207,6 @@ class FloorProcess:
         from google.cloud import firestore
 
         _copy_project(source, firestore.Client(project=project))
-        _pickle_sentinels()
         self.process = subprocess.Popen([sys.executable, "-c", "import sys; from bench.transitions import "
                                          "_serve_floor; _serve_floor(sys.argv[1])", project],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -248,7 +232,6 @@ def _serve_floor(project: str) -> None:
 
     from google.cloud import firestore
 
-    _pickle_sentinels()
     client = firestore.Client(project=project)
     while True:
         try:
