@@ -189,8 +189,11 @@ class ModelStandin:
                 self.send_header("Content-Length", str(len(data)))
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the caller hung up mid-call (a runner stopped by Ctrl-C): there is no one left to answer
 
             def log_message(self, *args: Any) -> None:
                 pass
