@@ -192,7 +192,6 @@ def _floor(client: Any, read: list[str], ops: list[tuple[str, str, Any, bool]]) 
     return time.perf_counter() - started
 
 
-
 class FloorProcess:
     """The floor in a process of its own, on the library's default client, over a copy of the data: it waits for a
     request on its stdin (a pickled read and writes: plain values; a Firestore sentinel such as DELETE_FIELD, which
@@ -240,6 +239,7 @@ def _serve_floor(project: str) -> None:
             return
         pickle.dump(_floor(client, read, ops), sys.stdout.buffer)
         sys.stdout.buffer.flush()
+
 
 # ---- 1-3: one change at a time -----------------------------------------------------------------------------------
 
