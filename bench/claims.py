@@ -92,7 +92,6 @@ def _report(title: str, seconds: float, rpcs: Counter, got: list[int], claims: i
 
 
 def _run() -> None:
-
     from shared.adapters.firestore import Store, firestore_client
     from shared.domain.state_machine import Role
     from shared.services import accounts

@@ -79,7 +79,6 @@ def _seed(store: Any) -> tuple[str, str, str]:
 
 
 def _run() -> None:
-
     from shared.adapters.firestore import Store, firestore_client, use_store
     from shared.adapters.objectstore import ObjectStore, ObjectStoreConfig, use_object_store
     from tests.live import LiveServer

@@ -139,24 +139,33 @@ class Recorder:
 
 
 class Floors:
-    """Where the floor is measured: copies of a project's data in two projects of their own, one read and written by
-    the library's default client (the floor the issues name), one by the product's (`firestore_client`: its channel
-    polls a read on the thread that asked)."""
+    """Where the floor is measured: copies of a project's data in projects of their own, one read and written by the
+    library's default client (the floor the issues name), one by the product's (`firestore_client`: its channel polls
+    a read on the thread that asked), both in this process; with `idle`, one more by the library's default client in
+    a process of its own (FloorProcess: the idle floor)."""
 
     KINDS = ("library default", "product channel")
+    IDLE = "idle floor"
 
-    def __init__(self, project: str) -> None:
+    def __init__(self, project: str, *, idle: bool = False) -> None:
         from google.cloud import firestore
 
         from shared.adapters.firestore import firestore_client
 
         self.clients = {"library default": firestore.Client(project=f"{project}-lib"),
                         "product channel": firestore_client(f"{project}-own")}
-        self.samples: dict[str, list[float]] = {kind: [] for kind in self.KINDS}
+        self.idle = FloorProcess(f"{project}-idle") if idle else None
+        self.kinds = (*self.KINDS, self.IDLE) if idle else self.KINDS
+        self.samples: dict[str, list[float]] = {kind: [] for kind in self.kinds}
         self.turn = 0
 
     def copy(self, source: Any) -> None:
-        for client in self.clients.values():
+        from google.cloud import firestore
+
+        copies = list(self.clients.values())
+        if self.idle is not None:
+            copies.append(firestore.Client(project=self.idle.project))
+        for client in copies:
             _copy_project(source, client)
 
     def measure(self, read: list[str], ops: list[tuple[str, str, Any, bool]], *, keep: bool) -> None:
@@ -167,16 +176,29 @@ class Floors:
             if keep:
                 self.samples[kind].append(took)
 
+    def measure_idle(self, read: list[str], ops: list[tuple[str, str, Any, bool]], *, keep: bool) -> None:
+        """The idle floor of one request (a kind of the rounds of its own, so its process idles between them)."""
+        assert self.idle is not None
+        took = self.idle.measure(read, ops)
+        if keep:
+            self.samples[self.IDLE].append(took)
+
+    def close(self) -> None:
+        if self.idle is not None:
+            self.idle.stop()
+
     def p50(self, kind: str = "library default") -> float:
         return statistics.median(self.samples[kind])
 
     def report(self, indent: str, what: str) -> None:
-        for kind in self.KINDS:
-            print(f"{indent}floor, {kind + ':':17s}{_p(self.samples[kind])}   {what}")
+        for kind in self.kinds:
+            where = " (in a process of its own that idles between its requests as the servers do)" \
+                if kind == self.IDLE else ""
+            print(f"{indent}floor, {kind + ':':17s}{_p(self.samples[kind])}   {what}{where}")
 
     def ratios(self, took: list[float]) -> str:
         """`took`'s p50 over each floor's."""
-        return ", ".join(f"{statistics.median(took) / self.p50(kind):.2f} ({kind})" for kind in self.KINDS)
+        return ", ".join(f"{statistics.median(took) / self.p50(kind):.2f} ({kind})" for kind in self.kinds)
 
 
 def _floor(client: Any, read: list[str], ops: list[tuple[str, str, Any, bool]]) -> float:
@@ -199,13 +221,11 @@ class FloorProcess:
     duration measured in it. Between requests it idles as each HTTP server does, so its RPCs pay what an idle process
     pays (its gRPC threads and caches gone cold), which the floor measured in this busy process does not."""
 
-    def __init__(self, project: str, source: Any) -> None:
+    def __init__(self, project: str) -> None:
         import subprocess
         import sys
 
-        from google.cloud import firestore
-
-        _copy_project(source, firestore.Client(project=project))
+        self.project = project
         self.process = subprocess.Popen([sys.executable, "-c", "import sys; from bench.transitions import "
                                          "_serve_floor; _serve_floor(sys.argv[1])", project],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -417,8 +437,8 @@ def _http(run_id: str) -> None:
     Then the same with six kinds a round, for what each part costs: the router in this process (werkzeug's
     development server, as the tests serve it: a thread and a connection per request), cache off and on, each
     followed by its floor; make run's router on a new connection and on a reused one, cache off and on. Each server
-    idles about four times as long between its requests as in the first rounds, which is what an idle server's
-    wake-up costs (measured alone afterwards)."""
+    idles longer between its requests than in the first rounds (HTTP serving alone is then measured after as long an
+    idle)."""
     from shared.adapters.firestore import Store, firestore_client, use_store
     from shared.services.auth import forget_all, hash_key
     from tests.helpers import assert_event_log
@@ -468,8 +488,6 @@ def _http(run_id: str) -> None:
           f"reused connection (as SDKs and agents keep theirs), cache off and on, and the floor in a process of its "
           f"own; each idles {1000 * busy.idle:.0f} ms between its requests (the floors in this process do not)")
     busy.floors.report("    ", "get_all of key+workflow+record, one commit of the same writes")
-    print(f"    floor, idle floor:      {_p(busy.samples['floor'])}   the same, on the library's default client in a "
-          "process of its own that idles between its requests as the servers do")
     _report(busy, {"kept": "make run's router, reused connection"})
     print(f"  the same in rounds of six, for what each part costs (each server idles {1000 * both.idle:.0f} ms between "
           "its requests)")
@@ -502,10 +520,8 @@ def _report(rounds: Rounds, labels: dict[str, str]) -> None:
         print(f"    {label}")
         for mode in CACHE_SECONDS:
             took, own = rounds.samples[f"{where}-{mode}"], rounds.endpoint[f"{where}-{mode}"]
-            apart = rounds.samples.get("floor")
-            also = f", {statistics.median(took) / statistics.median(apart):.2f} (idle floor)" if apart else ""
             print(f"      key cache {mode:<3} ({CACHE_SECONDS[mode]} s) {_p(took)}   ratio to the floor at p50: "
-                  f"{rounds.floors.ratios(took)}{also}")
+                  f"{rounds.floors.ratios(took)}")
             print(f"        of which the endpoint itself (its log line's latency_ms): p50 "
                   f"{1000 * statistics.median(own):6.2f} ms, {statistics.median(own) / floor:.2f}x the floor; "
                   f"the rest (HTTP server, functions-framework, Flask, client) "
@@ -525,10 +541,10 @@ def _rounds(kinds: list[str], run_id: str, store: Any, owner: Any, key: str, key
     from shared.services.idempotency import parse as parse_idempotency
     from shared.services.workflows import transition_workflow
 
-    floors = Floors(f"bench-http-floor-{run_id}")
+    floors = Floors(f"bench-http-floor-{run_id}", idle="floor" in kinds)
     floors.copy(store.client)
-    apart = FloorProcess(f"bench-http-floor-{run_id}-apart", store.client) if "floor" in kinds else None
-    timed = [kind for kind in kinds if kind != "service"]
+    rotating = [kind for kind in kinds if kind != "service"]
+    timed = [kind for kind in rotating if kind != "floor"]  # the floors' samples are the Floors'
     rounds = Rounds(floors, {kind: [] for kind in timed}, {kind: [] for kind in timed})
     log = io.StringIO()
     state = State(store.get(store.workflow(owner.account_id, wf)).data["state"])
@@ -538,14 +554,11 @@ def _rounds(kinds: list[str], run_id: str, store: Any, owner: Any, key: str, key
         for i in range(WARM_UP + HTTP_SAMPLES):
             started_rounds.append(time.perf_counter())
             keep = i >= WARM_UP
-            rotated = timed[i % len(timed):] + timed[:i % len(timed)]
+            rotated = rotating[i % len(rotating):] + rotating[:i % len(rotating)]
             for kind in ["service", *rotated] if "service" in kinds else rotated:
                 where, _, mode = kind.partition("-")
                 if where == "floor":  # this round's service transition, replayed by the floor in its own process
-                    assert apart is not None
-                    took = apart.measure([key_path, *recorder.read], recorder.ops)
-                    if keep:
-                        rounds.samples[kind].append(took)
+                    floors.measure_idle([key_path, *recorder.read], recorder.ops, keep=keep)
                     continue
                 state = _other(state)
                 idempotency_key = uuid.uuid4().hex
@@ -588,8 +601,7 @@ def _rounds(kinds: list[str], run_id: str, store: Any, owner: Any, key: str, key
                 rounds.transitions += 1
                 if keep and kind in rounds.samples:
                     rounds.samples[kind].append(took)
-    if apart is not None:
-        apart.stop()
+    floors.close()
     rounds.idle = statistics.median(b - a for a, b in itertools.pairwise(started_rounds))
     return rounds
 
