@@ -333,7 +333,6 @@ class ServerProcess:
 
     def request(self, method: str, path: str, headers: dict[str, str], body: Any, *, reuse: bool) -> tuple[int, Any]:
         import http.client
-        import json
 
         data = json.dumps(body).encode() if body is not None else None
         if reuse and self.kept is not None:
@@ -358,8 +357,6 @@ class ServerProcess:
 
     @staticmethod
     def _exchange(conn: Any, method: str, path: str, headers: dict[str, str], data: bytes | None) -> tuple[int, Any]:
-        import json
-
         conn.request(method, path, body=data, headers={**headers, "Content-Type": "application/json"})
         r = conn.getresponse()
         text = r.read()
